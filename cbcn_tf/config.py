@@ -1,0 +1,241 @@
+"""Training configs: typed defaults, YAML recipes, ``key=value`` overrides, resolved-config files.
+
+A config is a frozen `TrainConfig`. Recipes (``cbcn_tf/recipes/*.yaml``, or any YAML file) set
+some of its keys; ``--set key=value`` overrides are parsed as YAML values and type-checked
+against the field types, so ``--set epochs=ten`` or ``--set lrr=0.1`` fail with a message
+naming the key, what was expected and the valid keys. ``model_kwargs.NAME=value`` sets one
+keyword of the model function (the model function itself rejects unknown ones).
+
+Example:
+    >>> from cbcn_tf import config
+    >>> cfg = config.load_config("digits_demo", ["epochs=2", "model_kwargs.orientations=2"])
+    >>> cfg.epochs, cfg.model_kwargs["orientations"]
+    (2, 2)
+    >>> config.load_config("digits_demo", ["epochs=two"])
+    Traceback (most recent call last):
+    ...
+    cbcn_tf.config.ConfigError: config key 'epochs' expects int, got 'two' (str).
+"""
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import os
+import tempfile
+import typing
+from importlib import resources
+from typing import Literal, Optional
+
+import yaml
+
+CONFIG_FILE = "config.yaml"
+
+
+class ConfigError(ValueError):
+    """A recipe or override that does not fit `TrainConfig`; the message says how to fix it."""
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """Every knob of a training run. Defaults are the CIFAR-10 recipe of the released code.
+
+    Weight decay is coupled L2 like PyTorch's SGD ``weight_decay`` (``wd * w`` is added to the
+    gradient, so it goes through momentum), implemented as the loss ``wd / 2 * sum ||v||^2``.
+    ``weight_decay_scope`` picks the variables: ``"all"`` (every trainable variable: what the
+    released code does, including the latent binary weights W, BN and PReLU), ``"kernels"``
+    (conv / dense kernels, latent binary W included) or ``"float_kernels"`` (float kernels
+    only; binary layers' W is left alone). tf-keras' own ``SGD(weight_decay=...)`` is decoupled
+    (not scaled by momentum), about 10x weaker at momentum 0.9, so it is not used.
+    """
+
+    # Model: a name from cbcn_tf.models.list_models() and keyword arguments of its function.
+    # input_shape and num_classes default to the dataset's.
+    model: str = "cbcn_resnet18"
+    model_kwargs: dict = dataclasses.field(default_factory=dict)
+    # Data: a name from cbcn_tf.data.list_datasets(), "folder:PATH" or "image_folder".
+    dataset: str = "cifar10"
+    data_dir: Optional[str] = None
+    train_split: str = "train"
+    eval_split: str = "test"
+    validation_fraction: Optional[float] = None
+    rotate_train: bool = False  # rotated-train protocol (the paper's MNIST-rot / CIFAR10-rot)
+    # Schedule: lr * lr_gamma ** (number of milestones <= epoch), epochs counted from 0.
+    epochs: int = 200
+    steps_per_epoch: Optional[int] = None  # None: one pass over the training split
+    batch_size: int = 128  # global batch size (split across replicas)
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = True
+    lr_milestones: list = (60, 120, 160)
+    lr_gamma: float = 0.2
+    weight_decay: float = 5e-4
+    weight_decay_scope: Literal["all", "kernels", "float_kernels"] = "all"
+    # Center-loss fine-tuning (SPEC 5): center_loss_epochs extra epochs after `epochs`.
+    center_loss_epochs: int = 0
+    center_loss_weight: float = 0.01  # lambda
+    center_loss_alpha: float = 0.5  # centre update rate
+    # Runtime.
+    seed: int = 0
+    deterministic: bool = False
+    distribute: Literal["none", "mirrored"] = "none"
+    tensorboard: bool = True
+
+    def __post_init__(self):
+        # Stored as a tuple, so a config read back from YAML compares equal to the original.
+        object.__setattr__(self, "lr_milestones", tuple(self.lr_milestones))
+
+    def as_dict(self) -> dict:
+        """Plain YAML-ready values (tuples become lists)."""
+        return _plain(dataclasses.asdict(self))
+
+
+FIELD_TYPES = typing.get_type_hints(TrainConfig)
+# Element types of the list fields (the dataclass annotation only says "list").
+_LIST_ITEMS = {"lr_milestones": int}
+
+
+def valid_keys() -> list:
+    return sorted(FIELD_TYPES)
+
+
+def list_recipes() -> list:
+    """Names of the recipes shipped in ``cbcn_tf/recipes``.
+
+    Example:
+        >>> "cifar10_resnet18_k4" in list_recipes()
+        True
+    """
+    files = resources.files("cbcn_tf").joinpath("recipes").iterdir()
+    return sorted(f.name[:-5] for f in files if f.name.endswith(".yaml"))
+
+
+def load_config(recipe: str | os.PathLike | None = None, overrides=()) -> TrainConfig:
+    """Defaults, then the recipe (a YAML path or a shipped recipe name), then ``key=value``s."""
+    values = {}
+    if recipe is not None:
+        values = _read_recipe(recipe)
+    config = from_dict(values, source=f"recipe {str(recipe)!r}")
+    return apply_overrides(config, overrides)
+
+
+def from_dict(values: dict, *, source: str = "config") -> TrainConfig:
+    """Build a `TrainConfig` from a (partial) mapping, checking every key and value."""
+    if not isinstance(values, dict):
+        raise ConfigError(f"{source} must be a YAML mapping of key: value, got {type(values).__name__}.")
+    checked = {key: _check(key, value, source) for key, value in values.items()}
+    return TrainConfig(**checked)
+
+
+def apply_overrides(config: TrainConfig, overrides) -> TrainConfig:
+    """Apply ``"key=value"`` strings (values parsed as YAML, e.g. ``lr_milestones=[30,60]``)."""
+    changes = {}
+    model_kwargs = dict(config.model_kwargs)
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not key=value, e.g. --set epochs=10.")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc.problem}).") from None
+        if key.startswith("model_kwargs."):
+            model_kwargs[key.split(".", 1)[1]] = _plain(value)
+            changes["model_kwargs"] = model_kwargs
+        else:
+            changes[key] = _check(key, value, "--set")
+    return dataclasses.replace(config, **changes)
+
+
+def save_config(config: TrainConfig, path) -> None:
+    """Write the resolved config as YAML, atomically (temp file + os.replace)."""
+    text = yaml.safe_dump(config.as_dict(), sort_keys=False, default_flow_style=None)
+    directory = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".yaml")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
+
+
+def read_config(path) -> TrainConfig:
+    """Read a config written by `save_config` (e.g. ``RUN/config.yaml``)."""
+    with open(path, encoding="utf-8") as handle:
+        return from_dict(yaml.safe_load(handle) or {}, source=str(path))
+
+
+def _read_recipe(recipe) -> dict:
+    path = os.fspath(recipe)
+    if os.path.isfile(path):
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+    else:
+        name = os.path.basename(path)
+        name = name[:-5] if name.endswith(".yaml") else name
+        if name not in list_recipes() or os.path.dirname(path):
+            raise ConfigError(
+                f"recipe {path!r} is neither a file nor a shipped recipe; shipped recipes: "
+                f"{', '.join(list_recipes())}."
+            )
+        text = resources.files("cbcn_tf").joinpath("recipes", f"{name}.yaml").read_text("utf-8")
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"recipe {path!r} is not valid YAML: {exc}") from None
+
+
+def _check(key: str, value, source: str):
+    """Return ``value`` converted to the type of field ``key``, or raise ConfigError."""
+    if key not in FIELD_TYPES:
+        close = difflib.get_close_matches(key, FIELD_TYPES, n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(
+            f"{source}: unknown config key {key!r}.{hint} Valid keys: {', '.join(valid_keys())} "
+            "(and model_kwargs.NAME for keyword arguments of the model function)."
+        )
+    annotation = FIELD_TYPES[key]
+    optional = type(None) in typing.get_args(annotation)
+    if optional:
+        if value is None:
+            return None
+        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
+    if typing.get_origin(annotation) is Literal:
+        choices = typing.get_args(annotation)
+        if value not in choices:
+            raise ConfigError(f"config key {key!r} expects one of {list(choices)}, got {value!r}.")
+        return value
+    expected = _LIST_ITEMS.get(key, annotation)
+    if annotation is list:
+        if isinstance(value, (list, tuple)) and all(_is(v, expected) for v in value):
+            return tuple(_as(v, expected) for v in value)
+        name = f"list of {expected.__name__}"
+    elif _is(value, annotation):
+        return _as(value, annotation)
+    else:
+        name = annotation.__name__ + (" or null" if optional else "")
+    raise ConfigError(f"config key {key!r} expects {name}, got {value!r} ({type(value).__name__}).")
+
+
+def _is(value, kind) -> bool:
+    if kind is float:  # ints are fine where floats are expected (lr: 1)
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, kind)
+
+
+def _as(value, kind):
+    return float(value) if kind is float else value
+
+
+def _plain(value):
+    """Tuples -> lists recursively, so YAML files hold plain lists."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value

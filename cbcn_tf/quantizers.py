@@ -1,0 +1,85 @@
+"""Sign gradients (SPEC 3) as Larq quantizers.
+
+The forward pass is always larq's ``sign`` (``sign(sign(x) + 0.1)``, sign(0) = +1), which the
+LCE converter recognises as a binariser. Only the backward pass differs:
+
+- ``gaussian_sign`` (paper Eq. 10): ``A / (sigma * sqrt(pi)) * exp(-x^2 / sigma^2)``,
+  sigma = 1 and A = 3 * sqrt(2 * pi) by default (about 4.243 * exp(-x^2)).
+- ``approx_sign`` (Bi-Real, ``2 - 2|x|`` on |x| <= 1) and ``ste_sign`` (1 on |x| <= 1) are
+  larq's own and are used as they are: pass the strings ``"approx_sign"`` / ``"ste_sign"``.
+"""
+from __future__ import annotations
+
+import math
+
+import larq as lq
+import tensorflow as tf
+
+DEFAULT_SIGMA = 1.0
+DEFAULT_AMPLITUDE = 3.0 * math.sqrt(2.0 * math.pi)
+
+
+def gaussian_sign(x, sigma: float = DEFAULT_SIGMA, amplitude: float = DEFAULT_AMPLITUDE):
+    """Binarise with larq's sign; backward with the paper's Gaussian (Eq. 10).
+
+    Example:
+        >>> x = tf.constant([-0.5, 0.0, 2.0])
+        >>> gaussian_sign(x).numpy()
+        array([-1.,  1.,  1.], dtype=float32)
+    """
+    if sigma <= 0:
+        raise ValueError(f"gaussian_sign needs sigma > 0, got {sigma}.")
+
+    @tf.custom_gradient
+    def _call(x):
+        def grad(dy):
+            scale = amplitude / (sigma * math.sqrt(math.pi))
+            return dy * scale * tf.exp(-tf.square(x) / (sigma * sigma))
+
+        return lq.math.sign(x), grad
+
+    return _call(x)
+
+
+@tf.keras.utils.register_keras_serializable(package="cbcn_tf")
+class GaussianSign(lq.quantizers.Quantizer):
+    """Serialisable binary quantizer with the Gaussian sign gradient (alias ``"gaussian_sign"``).
+
+    Example:
+        >>> layer = lq.layers.QuantConv2D(8, 3, kernel_quantizer="gaussian_sign")
+    """
+
+    precision = 1
+
+    def __init__(self, sigma: float = DEFAULT_SIGMA, amplitude: float = DEFAULT_AMPLITUDE,
+                 **kwargs):
+        if sigma <= 0:
+            raise ValueError(f"GaussianSign needs sigma > 0, got {sigma}.")
+        self.sigma = float(sigma)
+        self.amplitude = float(amplitude)
+        super().__init__(**kwargs)
+
+    def call(self, inputs):
+        return gaussian_sign(inputs, sigma=self.sigma, amplitude=self.amplitude)
+
+    def get_config(self):
+        return {**super().get_config(), "sigma": self.sigma, "amplitude": self.amplitude}
+
+
+# larq resolves quantizer strings through Keras' custom objects, as it does for "ste_sign";
+# legacy (.h5) loading looks nested quantizers up by bare class name, so register that too.
+tf.keras.utils.get_custom_objects().update(gaussian_sign=GaussianSign, GaussianSign=GaussianSign)
+
+KNOWN_QUANTIZERS = ("gaussian_sign", "approx_sign", "ste_sign", "swish_sign",
+                    "magnitude_aware_sign", "ste_heaviside", "ste_tern", "dorefa_quantizer")
+
+
+def get(identifier):
+    """Resolve a quantizer like larq does, with an error that lists the valid names."""
+    try:
+        return lq.quantizers.get(identifier)
+    except ValueError as exc:
+        raise ValueError(
+            f"Unknown quantizer {identifier!r}. Use one of {', '.join(KNOWN_QUANTIZERS)}, "
+            "a larq quantizer object, or a callable."
+        ) from exc

@@ -1,0 +1,33 @@
+"""LCE / TFLite export and on-host latency measurement (imported as cbcn_tf.converters).
+
+Example:
+    >>> import cbcn_tf, tensorflow as tf
+    >>> from cbcn_tf.converters import export_lce
+    >>> x = tf.keras.Input((16, 16, 8))
+    >>> model = tf.keras.Model(x, cbcn_tf.CBConv2D(8, 3, orientations=4)(x))
+    >>> export_lce(model, "/tmp/cbconv.tflite").ops["LceBconv2d"]
+    1
+"""
+from cbcn_tf.converters.lce import (
+    ChannelScale,
+    ExportResult,
+    FloatFallbackWarning,
+    OpAudit,
+    Parity,
+    SizeReport,
+    audit_ops,
+    check_exportable,
+    check_parity,
+    export_lce,
+    export_tflite,
+    lce_flatbuffer,
+    materialize_cbconv,
+    size_report,
+    tflite_flatbuffer,
+)
+
+__all__ = [
+    "ChannelScale", "ExportResult", "FloatFallbackWarning", "OpAudit", "Parity", "SizeReport",
+    "audit_ops", "check_exportable", "check_parity", "export_lce", "export_tflite",
+    "lce_flatbuffer", "materialize_cbconv", "size_report", "tflite_flatbuffer",
+]

@@ -1,0 +1,80 @@
+"""Plain-loop NumPy references written from SPEC sections 1-3 (independent of cbcn_tf.cif)."""
+import math
+
+import numpy as np
+
+RING = [(0, 0), (0, 1), (0, 2), (1, 2), (2, 2), (2, 1), (2, 0), (1, 0)]
+
+
+def rot_cw(plane: np.ndarray, r: int, k: int) -> np.ndarray:
+    """Rotate a (h, w) tap grid clockwise by r steps of 360/k degrees."""
+    if plane.shape[0] == 1:
+        return plane.copy()
+    if k == 8:
+        out = plane.copy()
+        for j, (y, x) in enumerate(RING):
+            ty, tx = RING[(j + r) % 8]
+            out[ty, tx] = plane[y, x]
+        return out
+    return np.rot90(plane, -(r * 4 // k)).copy()
+
+
+def rot_ccw(plane, r, k):
+    """Inverse of rot_cw."""
+    if plane.shape[0] == 1:
+        return plane.copy()
+    if k == 8:
+        out = plane.copy()
+        for j, (y, x) in enumerate(RING):
+            ty, tx = RING[(j + r) % 8]
+            out[y, x] = plane[ty, tx]
+        return out
+    return np.rot90(plane, r * 4 // k).copy()
+
+
+def expand(w: np.ndarray, k: int, tied: bool = False) -> np.ndarray:
+    """E[:, :, i*K + (p + r) % K, o*K + r] = rot_cw(W[:, :, i, p, o], r)."""
+    if tied:
+        w = np.stack([w] * k, axis=3)
+    h, ww, c_in, _, c_out = w.shape
+    e = np.zeros((h, ww, c_in * k, c_out * k), w.dtype)
+    for i in range(c_in):
+        for p in range(k):
+            for o in range(c_out):
+                for r in range(k):
+                    e[:, :, i * k + (p + r) % k, o * k + r] = rot_cw(w[:, :, i, p, o], r, k)
+    return e
+
+
+def cbp(d_e: np.ndarray, k: int) -> np.ndarray:
+    """Paper Eq. 8: dW[:, :, i, p, o] = sum_r rot_cw^-1(dE[:, :, i*K + (p+r)%K, o*K + r], r)."""
+    h, w, c_in_k, c_out_k = d_e.shape
+    d_w = np.zeros((h, w, c_in_k // k, k, c_out_k // k), d_e.dtype)
+    for i in range(c_in_k // k):
+        for p in range(k):
+            for o in range(c_out_k // k):
+                for r in range(k):
+                    d_w[:, :, i, p, o] += rot_ccw(d_e[:, :, i * k + (p + r) % k, o * k + r], r, k)
+    return d_w
+
+
+def larq_sign(x):
+    return np.where(x >= 0, 1.0, -1.0).astype(np.float32)
+
+
+def gaussian_grad(x, sigma=1.0, amplitude=3 * math.sqrt(2 * math.pi)):
+    return amplitude / (sigma * math.sqrt(math.pi)) * np.exp(-x ** 2 / sigma ** 2)
+
+
+def approx_sign_grad(x):
+    return np.where(np.abs(x) <= 1, 2 - 2 * np.abs(x), 0.0)
+
+
+def ste_grad(x):
+    return np.where(np.abs(x) <= 1, 1.0, 0.0)
+
+
+def same_pads(size, kernel, stride):
+    out = -(-size // stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2

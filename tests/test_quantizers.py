@@ -1,0 +1,59 @@
+"""Sign gradients against their NumPy formulas (SPEC section 3)."""
+import larq as lq
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cbcn_tf import quantizers
+from tests import reference as ref
+
+X = np.linspace(-3, 3, 121).astype(np.float32)
+
+
+def _forward_and_grad(fn):
+    x = tf.constant(X)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        y = fn(x)
+    return y.numpy(), tape.gradient(y, x).numpy()
+
+
+@pytest.mark.parametrize("name,formula", [
+    ("gaussian_sign", ref.gaussian_grad),
+    ("approx_sign", ref.approx_sign_grad),
+    ("ste_sign", ref.ste_grad),
+])
+def test_sign_gradients_match_formulas(name, formula):
+    y, grad = _forward_and_grad(quantizers.get(name))
+    np.testing.assert_array_equal(y, ref.larq_sign(X))
+    np.testing.assert_allclose(grad, formula(X), rtol=1e-5, atol=1e-6)
+
+
+def test_gaussian_defaults_are_the_papers():
+    _, grad = _forward_and_grad(quantizers.gaussian_sign)
+    np.testing.assert_allclose(grad[X == 0], 3 * np.sqrt(2))  # A / sqrt(pi) = 4.243
+    _, grad = _forward_and_grad(lambda x: quantizers.gaussian_sign(x, sigma=0.5, amplitude=2.0))
+    np.testing.assert_allclose(grad, ref.gaussian_grad(X, 0.5, 2.0), rtol=1e-5, atol=1e-6)
+
+
+def test_forward_is_larqs_sign_so_lce_recognises_it():
+    y, _ = _forward_and_grad(quantizers.gaussian_sign)
+    np.testing.assert_array_equal(y, lq.math.sign(tf.constant(X)).numpy())
+    assert quantizers.gaussian_sign(tf.constant([0.0])).numpy()[0] == 1.0
+
+
+def test_string_alias_and_serialisation():
+    q = lq.quantizers.get("gaussian_sign")
+    assert isinstance(q, quantizers.GaussianSign) and q.precision == 1
+    custom = quantizers.GaussianSign(sigma=0.7, amplitude=3.0)
+    restored = lq.quantizers.get(lq.quantizers.serialize(custom))
+    assert (restored.sigma, restored.amplitude) == (0.7, 3.0)
+    _, grad = _forward_and_grad(restored)
+    np.testing.assert_allclose(grad, ref.gaussian_grad(X, 0.7, 3.0), rtol=1e-5, atol=1e-6)
+
+
+def test_bad_quantizer_arguments():
+    with pytest.raises(ValueError, match="sigma > 0"):
+        quantizers.GaussianSign(sigma=0)
+    with pytest.raises(ValueError, match="Unknown quantizer 'gausian_sign'.*gaussian_sign"):
+        quantizers.get("gausian_sign")
