@@ -19,8 +19,6 @@ exported graph can fold the expansion; the LCE exporter materialises sign(E) any
 """
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import tensorflow as tf
 
@@ -49,45 +47,55 @@ def check_orientations(orientations, kernel_size) -> None:
         )
 
 
-@functools.lru_cache(maxsize=None)
-def rotation_permutation(kernel_size: int, orientations: int, r: int) -> tuple:
-    """Tap permutation of ``rot_cw(., r)``: ``rotated.flat[t] = kernel.flat[perm[t]]``.
-
-    Rotation index ``r`` turns by ``r * 360 / K`` degrees clockwise: a cyclic shift by
-    ``s = r * 8 / K`` of the 3x3 ring, which for K <= 4 equals ``np.rot90(w, -r * 4 / K)``.
-    """
-    check_orientations(orientations, kernel_size)
-    taps = np.arange(kernel_size * kernel_size).reshape(kernel_size, kernel_size)
-    if kernel_size == 1:
-        return (0,)
-    if orientations == 8:
-        shift = r  # 45 degrees per step
-        rotated = taps.copy()
-        for j, (y, x) in enumerate(RING_3X3):
-            ty, tx = RING_3X3[(j + shift) % 8]
-            rotated[ty, tx] = taps[y, x]
-        return tuple(int(t) for t in rotated.ravel())
-    quarter_turns = r * 4 // orientations
-    return tuple(int(t) for t in np.rot90(taps, -quarter_turns).ravel())
+def _ring_step_permutation() -> tuple:
+    """Taps of a 3x3 grid after one 45-degree clockwise step: ring shift by 1, centre fixed."""
+    taps = np.arange(9).reshape(3, 3)
+    rotated = taps.copy()
+    for j, (y, x) in enumerate(RING_3X3):
+        ty, tx = RING_3X3[(j + 1) % 8]
+        rotated[ty, tx] = taps[y, x]
+    return tuple(int(t) for t in rotated.ravel())
 
 
-def inverse_permutation(perm) -> tuple:
-    return tuple(int(t) for t in np.argsort(perm))
+RING_STEP = _ring_step_permutation()
 
 
 def _permute_taps(x, perm):
     """Reorder the (h, w) tap grid of ``x`` (leading axes) by ``perm``, with foldable ops."""
-    if list(perm) == sorted(perm):
-        return x
     shape = x.shape.as_list()  # kernels always have static shapes
     taps = tf.unstack(tf.reshape(x, [shape[0] * shape[1], *shape[2:]]), axis=0)
     return tf.reshape(tf.stack([taps[t] for t in perm], axis=0), shape)
 
 
+def _quarter_turns_cw(x, turns: int):
+    """np.rot90(x, -turns) on the two leading axes, as reverse/transpose."""
+    swap = [1, 0, *range(2, x.shape.rank)]
+    turns %= 4
+    if turns == 1:
+        return tf.transpose(tf.reverse(x, [0]), swap)
+    if turns == 2:
+        return tf.reverse(x, [0, 1])
+    if turns == 3:
+        return tf.reverse(tf.transpose(x, swap), [0])
+    return x
+
+
 def rotate_kernel(x, orientations: int, r: int, inverse: bool = False):
-    """``rot_cw(x, r)`` (or its inverse) on the two leading (spatial) axes of ``x``."""
-    perm = rotation_permutation(int(x.shape[0]), orientations, r % orientations)
-    return _permute_taps(x, inverse_permutation(perm) if inverse else perm)
+    """``rot_cw(x, r)`` (or its inverse) on the two leading (spatial) axes of ``x``.
+
+    Rotation index ``r`` turns by ``r * 360 / K`` degrees clockwise, i.e. ``s = r * 8 / K``
+    steps of 45 degrees: a cyclic shift by ``s`` of the 3x3 ring, which for an even ``s``
+    (every K <= 4) is ``s / 2`` quarter turns, ``np.rot90(w, -s / 2)``, on any odd square grid.
+    """
+    steps = (r * 8 // orientations) % 8
+    if inverse:
+        steps = -steps % 8
+    if x.shape[0] == 1 or steps == 0:  # 1x1 kernels rotate trivially
+        return x
+    quarter_turns, odd_step = divmod(steps, 2)
+    if odd_step:  # K = 8 on a 3x3 kernel (checked by check_orientations)
+        x = _permute_taps(x, RING_STEP)
+    return _quarter_turns_cw(x, quarter_turns)
 
 
 def tie(kernel, orientations: int):

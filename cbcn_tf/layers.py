@@ -129,9 +129,12 @@ class CBConv2D(lq.layers.QuantConv2D):
         # Inside larq's quantized scope, reading `kernel` yields sign(W) with its custom grad.
         expanded = cif.expand_kernel(tf.convert_to_tensor(kernel), self.orientations,
                                      tied=self.tied)
-        outputs = super().convolution_op(inputs, expanded)
         alpha = self.output_scale()
-        return outputs if alpha is None else outputs * tf.cast(alpha, outputs.dtype)
+        if alpha is not None:
+            # conv(x, E) * alpha == conv(x, E * alpha) for a per-output-channel alpha; scaling
+            # the small kernel is cheaper than scaling the output. Export keeps them apart.
+            expanded = expanded * tf.cast(alpha, expanded.dtype)
+        return super().convolution_op(inputs, expanded)
 
     def get_config(self):
         config = super().get_config()
