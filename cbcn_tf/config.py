@@ -21,7 +21,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import os
-import tempfile
 import typing
 from importlib import resources
 from typing import Literal, Optional
@@ -122,7 +121,8 @@ def load_config(recipe: str | os.PathLike | None = None, overrides=()) -> TrainC
 def from_dict(values: dict, *, source: str = "config") -> TrainConfig:
     """Build a `TrainConfig` from a (partial) mapping, checking every key and value."""
     if not isinstance(values, dict):
-        raise ConfigError(f"{source} must be a YAML mapping of key: value, got {type(values).__name__}.")
+        raise ConfigError(
+            f"{source} must be a YAML mapping of key: value, got {type(values).__name__}.")
     checked = {key: _check(key, value, source) for key, value in values.items()}
     return TrainConfig(**checked)
 
@@ -131,15 +131,7 @@ def apply_overrides(config: TrainConfig, overrides) -> TrainConfig:
     """Apply ``"key=value"`` strings (values parsed as YAML, e.g. ``lr_milestones=[30,60]``)."""
     changes = {}
     model_kwargs = dict(config.model_kwargs)
-    for item in overrides:
-        key, sep, text = item.partition("=")
-        key = key.strip()
-        if not sep or not key:
-            raise ConfigError(f"override {item!r} is not key=value, e.g. --set epochs=10.")
-        try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"override {item!r}: value is not valid YAML ({exc.problem}).") from None
+    for key, value in parse_assignments(overrides):
         if key.startswith("model_kwargs."):
             model_kwargs[key.split(".", 1)[1]] = _plain(value)
             changes["model_kwargs"] = model_kwargs
@@ -148,18 +140,35 @@ def apply_overrides(config: TrainConfig, overrides) -> TrainConfig:
     return dataclasses.replace(config, **changes)
 
 
+def parse_assignments(items) -> list:
+    """``["k=v", ...]`` -> ``[(k, YAML value of v), ...]``; an empty value is None.
+
+    Example:
+        >>> parse_assignments(["kernel_stage=[4, 4, 8, 16]", "binary=false"])
+        [('kernel_stage', [4, 4, 8, 16]), ('binary', False)]
+    """
+    pairs = []
+    for item in items:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"override {item!r} is not key=value, e.g. --set epochs=10.")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError as exc:
+            raise ConfigError(
+                f"override {item!r}: value is not valid YAML ({exc.problem}).") from None
+        pairs.append((key, value))
+    return pairs
+
+
 def save_config(config: TrainConfig, path) -> None:
     """Write the resolved config as YAML, atomically (temp file + os.replace)."""
     text = yaml.safe_dump(config.as_dict(), sort_keys=False, default_flow_style=None)
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".yaml")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    tmp = f"{path}.tmp"
+    with open(tmp, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    os.replace(tmp, path)
 
 
 def read_config(path) -> TrainConfig:
@@ -222,14 +231,24 @@ def _check(key: str, value, source: str):
 
 def _is(value, kind) -> bool:
     if kind is float:  # ints are fine where floats are expected (lr: 1)
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+        return _float_or_none(value) is not None
     if kind is int:
         return isinstance(value, int) and not isinstance(value, bool)
     return isinstance(value, kind)
 
 
 def _as(value, kind):
-    return float(value) if kind is float else value
+    return _float_or_none(value) if kind is float else value
+
+
+def _float_or_none(value):
+    # PyYAML (YAML 1.1) reads "5e-4" as a string; it is a float to anyone typing --set.
+    if isinstance(value, bool):
+        return None
+    try:
+        return float(value) if isinstance(value, (int, float, str)) else None
+    except ValueError:
+        return None
 
 
 def _plain(value):

@@ -8,12 +8,19 @@ Example:
     >>> export_lce(model, "/tmp/cbconv.tflite").ops["LceBconv2d"]
     1
 """
+from cbcn_tf.converters.benchmark import (
+    KERNELS,
+    BenchmarkReport,
+    Measurement,
+    benchmark_tflite,
+)
 from cbcn_tf.converters.lce import (
     ChannelScale,
     ExportResult,
     FloatFallbackWarning,
     OpAudit,
     Parity,
+    ParityWarning,
     SizeReport,
     audit_ops,
     check_exportable,
@@ -21,13 +28,16 @@ from cbcn_tf.converters.lce import (
     export_lce,
     export_tflite,
     lce_flatbuffer,
+    random_inputs,
     materialize_cbconv,
     size_report,
     tflite_flatbuffer,
+    tflite_interpreter,
 )
 
 __all__ = [
-    "ChannelScale", "ExportResult", "FloatFallbackWarning", "OpAudit", "Parity", "SizeReport",
+    "KERNELS", "BenchmarkReport", "Measurement", "benchmark_tflite",
+    "ChannelScale", "ExportResult", "FloatFallbackWarning", "OpAudit", "Parity", "ParityWarning", "SizeReport",
     "audit_ops", "check_exportable", "check_parity", "export_lce", "export_tflite",
-    "lce_flatbuffer", "materialize_cbconv", "size_report", "tflite_flatbuffer",
+    "lce_flatbuffer", "materialize_cbconv", "random_inputs", "size_report", "tflite_flatbuffer", "tflite_interpreter",
 ]

@@ -8,8 +8,9 @@ Every export is checked before anything is written:
    The LCE converter then sees the same graph as for any Larq binary conv, whatever K and size.
 3. *Op audit* (:func:`audit_ops`): one ``LceBconv2d`` per binary convolution of the Keras model,
    no Flex / unknown custom ops. A binary layer that stayed float is an error (``strict``).
-4. *Parity* (``verify``): the flatbuffer, run by the interpreter, must match Keras on a seeded
-   random batch: ``max|tflite - keras| <= atol + rtol * max|keras|`` per output.
+4. *Parity* (``verify``): the flatbuffer, run by the interpreter, must match Keras on seeded
+   random inputs: sample ``i`` matches when ``max|tflite_i - keras_i| <= atol + rtol *
+   max|keras|``; more than half the samples off is an error, fewer a warning (:class:`Parity`).
 5. *Atomic write*: a temp file in the destination folder, then ``os.replace``.
 
 Example:
@@ -125,20 +126,44 @@ class OpAudit:
 
 @dataclasses.dataclass(frozen=True)
 class Parity:
-    """Keras vs interpreter on ``samples`` seeded random inputs (worst output).
+    """Keras vs interpreter on seeded random inputs.
 
-    ``ok`` means ``max_abs_diff <= tolerance = atol + rtol * output_scale`` where
-    ``output_scale = max|keras output|``.
+    ``sample_diffs[i]`` is ``max|converted - keras|`` over all outputs of sample ``i``; a sample
+    matches when it is ``<= tolerance = atol + rtol * output_scale`` with ``output_scale`` the
+    largest ``|keras output|``. ``ok`` means at most half the samples mismatch: a conversion
+    error (a wrong pad, a mis-fused scale) is systematic and shows on every input, while a
+    pre-sign activation within float rounding of zero flips one bit on one input only, which a
+    deep binary net can amplify beyond any fixed tolerance.
     """
 
-    max_abs_diff: float
+    sample_diffs: tuple
     output_scale: float
     tolerance: float
-    samples: int
+
+    @property
+    def samples(self) -> int:
+        return len(self.sample_diffs)
+
+    @property
+    def max_abs_diff(self) -> float:
+        return max(self.sample_diffs)
+
+    @property
+    def mismatched(self) -> int:
+        return sum(diff > self.tolerance for diff in self.sample_diffs)
 
     @property
     def ok(self) -> bool:
-        return self.max_abs_diff <= self.tolerance
+        return self.mismatched <= self.samples // 2
+
+    def __str__(self) -> str:
+        return (f"{self.samples - self.mismatched}/{self.samples} seeded random inputs within "
+                f"{self.tolerance:.3g} (= atol + rtol * {self.output_scale:.3g}); worst "
+                f"max|diff| = {self.max_abs_diff:.3g}")
+
+
+class ParityWarning(UserWarning):
+    """Some (at most half) of the parity samples differ beyond the tolerance."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -184,7 +209,12 @@ def check_exportable(model) -> None:
             "float32 model. Clone it: tf.keras.mixed_precision.set_global_policy('float32'), "
             "rebuild the same architecture, then new_model.set_weights(model.get_weights())."
         )
-    for tensor in model.inputs or ():
+    if not model.inputs:
+        raise ValueError(
+            f"{model.name} has no defined inputs; export needs a functional or Sequential "
+            "model with tf.keras.Input(shape) (or a subclassed model called on tf.keras.Input)."
+        )
+    for tensor in model.inputs:
         if None in tensor.shape[1:]:
             raise ValueError(
                 f"Input {tensor.name!r} has shape {tensor.shape}; export needs a fixed size "
@@ -396,6 +426,15 @@ def random_inputs(shapes, samples: int, seed: int = 0) -> list:
     return [rng.standard_normal((samples, *shape[1:])).astype(np.float32) for shape in shapes]
 
 
+def tflite_interpreter(flatbuffer: bytes, num_threads: int = 1) -> tf.lite.Interpreter:
+    """``tf.lite.Interpreter`` (XNNPack for float ops) with tensors allocated."""
+    with warnings.catch_warnings():  # its LiteRT migration notice; it still works in TF 2.21
+        warnings.simplefilter("ignore")
+        interpreter = tf.lite.Interpreter(model_content=flatbuffer, num_threads=num_threads)
+    interpreter.allocate_tensors()
+    return interpreter
+
+
 def _run_lce(flatbuffer: bytes, inputs: list, num_threads: int) -> list:
     interpreter = lce.testing.Interpreter(flatbuffer, num_threads=num_threads)
     outputs = interpreter.predict(inputs if len(inputs) > 1 else inputs[0])
@@ -403,8 +442,7 @@ def _run_lce(flatbuffer: bytes, inputs: list, num_threads: int) -> list:
 
 
 def _run_tflite(flatbuffer: bytes, inputs: list, num_threads: int) -> list:
-    interpreter = tf.lite.Interpreter(model_content=flatbuffer, num_threads=num_threads)
-    interpreter.allocate_tensors()
+    interpreter = tflite_interpreter(flatbuffer, num_threads)
     results = []
     for n in range(len(inputs[0])):
         for detail, array in zip(interpreter.get_input_details(), inputs):
@@ -415,25 +453,22 @@ def _run_tflite(flatbuffer: bytes, inputs: list, num_threads: int) -> list:
     return [np.concatenate(per_output) for per_output in zip(*results)]
 
 
-def _input_shapes(flatbuffer: bytes, lce_runtime: bool) -> list:
-    if lce_runtime:
-        return list(lce.testing.Interpreter(flatbuffer).input_shapes)
-    return [d["shape"] for d in tf.lite.Interpreter(model_content=flatbuffer).get_input_details()]
-
-
-def check_parity(model, flatbuffer: bytes, *, lce_runtime: bool = True, samples: int = 4,
+def check_parity(model, flatbuffer: bytes, *, lce_runtime: bool = True, samples: int = 8,
                  seed: int = 0, rtol: float = 1e-3, atol: float = 1e-3,
                  num_threads: int = 1) -> Parity:
     """Compare ``model`` (Keras, inference mode) with ``flatbuffer`` run by an interpreter.
 
     ``lce_runtime`` selects LCE's interpreter (default kernels), else ``tf.lite.Interpreter``.
-    Outputs are compared as they are (after any softmax).
+    Inputs are seeded standard-normal arrays of the flatbuffer's input shapes. Outputs are
+    compared as they are (after any softmax: an interpreter exposes only the flatbuffer's
+    outputs, not the logits inside), see :class:`Parity`.
 
     Example:
         >>> check_parity(model, open("/tmp/cbconv.tflite", "rb").read()).ok  # doctest: +SKIP
         True
     """
-    inputs = random_inputs(_input_shapes(flatbuffer, lce_runtime), samples, seed)
+    shapes = lce.testing.Interpreter(flatbuffer).input_shapes
+    inputs = random_inputs(shapes, samples, seed)
     run = _run_lce if lce_runtime else _run_tflite
     converted = run(flatbuffer, inputs, num_threads)
     expected = model(inputs if len(inputs) > 1 else inputs[0], training=False)
@@ -441,52 +476,77 @@ def check_parity(model, flatbuffer: bytes, *, lce_runtime: bool = True, samples:
     if [e.shape for e in expected] != [c.shape for c in converted]:
         raise ValueError(f"Keras outputs {[e.shape for e in expected]} and converted outputs "
                          f"{[c.shape for c in converted]} do not line up.")
-    worst = None
-    for keras_out, tflite_out in zip(expected, converted):
-        scale = float(np.max(np.abs(keras_out)))
-        parity = Parity(float(np.max(np.abs(keras_out - tflite_out))), scale,
-                        atol + rtol * scale, samples)
-        if worst is None or parity.max_abs_diff - parity.tolerance > (
-                worst.max_abs_diff - worst.tolerance):
-            worst = parity
-    return worst
+    scale = max(float(np.max(np.abs(e))) for e in expected)
+    diffs = np.max([np.abs(e - c).reshape(samples, -1).max(axis=1)
+                    for e, c in zip(expected, converted)], axis=0)
+    return Parity(tuple(float(d) for d in diffs), scale, atol + rtol * scale)
 
 
 def _check_parity(model, flatbuffer, lce_runtime, **kwargs) -> Parity:
     parity = check_parity(model, flatbuffer, lce_runtime=lce_runtime, **kwargs)
     if not parity.ok:
         raise ValueError(
-            f"{model.name}: converted model differs from Keras: max|diff| = "
-            f"{parity.max_abs_diff:.3g} > {parity.tolerance:.3g} (atol + rtol * max|output| = "
-            f"{parity.output_scale:.3g} scale) on {parity.samples} seeded random inputs."
+            f"{model.name}: the converted model differs from Keras: only {parity}. A conversion "
+            "error shows on most inputs. If the model is deep and untrained, float rounding "
+            "can flip signs near zero on many inputs: check with trained weights."
         )
+    if parity.mismatched:
+        warnings.warn(
+            f"{model.name}: {parity}. Isolated mismatches come from pre-sign activations within "
+            "float rounding of zero (one flipped bit, amplified by the layers after it).",
+            ParityWarning, stacklevel=3)
     return parity
 
 
 # ---------------------------------------------------------------------------------- export
+def _saved_model(model: tf.keras.Model, directory: str) -> None:
+    """Save ``model``'s inference function (``training=False``) as a SavedModel signature.
+
+    Only the function and the variables are saved, not Keras' per-layer traces, which makes
+    this several times faster than ``model.save`` (what ``lce.convert_keras_model`` runs).
+    """
+    specs = [tf.TensorSpec(t.shape, t.dtype, name=t.name.split(":")[0]) for t in model.inputs]
+
+    @tf.function(input_signature=specs)
+    def serve(*inputs):
+        return model(list(inputs) if len(inputs) > 1 else inputs[0], training=False)
+
+    module = tf.Module()
+    module.model_variables = list(model.variables)  # tracked, so the function may capture them
+    tf.saved_model.save(module, directory, signatures=serve)
+
+
+def _convert(model: tf.keras.Model, convert, converter_name: str) -> bytes:
+    try:
+        with tempfile.TemporaryDirectory() as directory:
+            _saved_model(model, directory)
+            return convert(directory)
+    except Exception as exc:
+        raise ValueError(f"{converter_name} could not convert {model.name}: {exc}") from exc
+
+
 def lce_flatbuffer(model: tf.keras.Model, *, target: str = "arm") -> bytes:
     """Convert ``model`` (CBConv2D materialised) with LCE, without checks or writing."""
     check_exportable(model)
-    deployable = materialize_cbconv(model)
-    try:
-        return lce.convert_keras_model(deployable, target=target)
-    except Exception as exc:
-        raise ValueError(f"larq_compute_engine could not convert {model.name}: {exc}") from exc
+    return _convert(materialize_cbconv(model),
+                    lambda directory: lce.convert_saved_model(directory, target=target),
+                    "larq_compute_engine")
 
 
 def tflite_flatbuffer(model: tf.keras.Model) -> bytes:
     """Convert ``model`` with the plain TFLite converter (float32, builtin ops only)."""
-    check_exportable(model)
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    try:
+
+    def convert(directory):
+        converter = tf.lite.TFLiteConverter.from_saved_model(directory)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
         return converter.convert()
-    except Exception as exc:
-        raise ValueError(f"TFLite could not convert {model.name}: {exc}") from exc
+
+    check_exportable(model)
+    return _convert(model, convert, "TFLite")
 
 
 def export_lce(model: tf.keras.Model, path, *, target: str = "arm", verify: bool = True,
-               strict: bool = True, samples: int = 4, seed: int = 0, rtol: float = 1e-3,
+               strict: bool = True, samples: int = 8, seed: int = 0, rtol: float = 1e-3,
                atol: float = 1e-3, num_threads: int = 1) -> ExportResult:
     """Write an LCE flatbuffer of ``model`` to ``path``; audit its ops and check parity first.
 
@@ -494,8 +554,10 @@ def export_lce(model: tf.keras.Model, path, *, target: str = "arm", verify: bool
         model: a built Keras 2 model with fixed input size (CBConv2D, larq layers, ...).
         path: destination .tflite; written atomically and only if every check passes.
         target: LCE converter target, "arm" (phones, Raspberry Pi) or "xcore".
-        verify: run the LCE interpreter and Keras on ``samples`` seeded random inputs and
-            require ``max|diff| <= atol + rtol * max|keras|``. The op audit always runs.
+        verify: run the LCE interpreter (default kernels) and Keras on ``samples`` seeded random
+            inputs; a sample matches when ``max|diff| <= atol + rtol * max|keras|``. More than
+            half the samples off raises ValueError, fewer warn (ParityWarning); see
+            :class:`Parity`. The op audit always runs.
         strict: a binary layer left in float raises ValueError; False warns
             (FloatFallbackWarning) and exports anyway.
 
@@ -518,7 +580,7 @@ def export_lce(model: tf.keras.Model, path, *, target: str = "arm", verify: bool
                         float_layers, parity)
 
 
-def export_tflite(model: tf.keras.Model, path, *, verify: bool = True, samples: int = 4,
+def export_tflite(model: tf.keras.Model, path, *, verify: bool = True, samples: int = 8,
                   seed: int = 0, rtol: float = 1e-3, atol: float = 1e-3,
                   num_threads: int = 1) -> ExportResult:
     """Write a plain float32 TFLite flatbuffer (e.g. of the full-precision twin) to ``path``.

@@ -55,7 +55,7 @@ def cbcnify(model: tf.keras.Model, orientations: int = 4, strict: bool = True) -
             nested = [sub.name for sub in layer.submodules if _is_binary_conv(sub)]
             if nested:
                 problems.append(f"{layer.name}: nested model holding binary convs "
-                                f"{', '.join(nested)}; cbcnify it on its own first")
+                                f"{', '.join(nested)} (only top-level layers are converted)")
     if problems and strict:
         raise ValueError(
             f"cbcnify(orientations={orientations}) cannot convert {len(problems)} binary conv "

@@ -31,7 +31,9 @@ def cbcn_lenet(*, input_shape=None, num_classes=10, orientations=4, binary=True,
 
     Published (MNIST error, LeNet 5-10-20-40, SPEC 6): CBCN 1.91, XNOR 3.76, full precision
     0.91; MNIST-rot: 5.76, 17.26, 2.77.
-    Cost at the defaults (cbcn_tf.summary): COST_CBCN_LENET
+    Cost at the defaults (28x28x1 input, cbcn_tf.summary): 40,230 parameters,
+    4,665,600 BOPs (binary MACs), 142,720 FLOPs (float MACs); the binary=False
+    twin: 153,630 parameters, 4,808,320 FLOPs.
 
     Example:
         >>> cbcn_lenet(orientations=2).output_shape

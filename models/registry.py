@@ -41,7 +41,14 @@ def load_weights(model: tf.keras.Model, path: str | os.PathLike | None) -> tf.ke
     """Load a ``model.save_weights`` file (HDF5 or TF checkpoint) into ``model``, or do nothing.
 
     Raises ValueError naming the file when it was saved from another architecture, instead of
-    Keras' layer-count / shape messages or a checkpoint that silently restores nothing.
+    Keras' layer-count / shape messages or a checkpoint that silently restores only a part.
+
+    Example:
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "lenet.h5")
+        >>> create_model("cbcn_lenet", orientations=2).save_weights(path)
+        >>> load_weights(create_model("cbcn_lenet", orientations=2), path).name
+        'cbcn_lenet'
     """
     if path is None:
         return model
@@ -50,9 +57,10 @@ def load_weights(model: tf.keras.Model, path: str | os.PathLike | None) -> tf.ke
         raise FileNotFoundError(f"Weights file {path!r} does not exist.")
     try:
         status = model.load_weights(path)
-        if status is not None:  # TF checkpoint: unmatched variables are not an error by default
+        if status is not None:  # TF checkpoint: Keras accepts one that restores only a part
             status.assert_existing_objects_matched()
-    except (ValueError, AssertionError, tf.errors.InvalidArgumentError) as exc:
+            status.expect_partial()  # extra values (e.g. optimizer slots) are fine
+    except (ValueError, AssertionError) as exc:
         raise ValueError(
             f"Weights file {path!r} does not match the model {model.name!r} (saved from another "
             f"architecture or other settings such as orientations / kernel_stage): {exc}"

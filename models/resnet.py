@@ -74,7 +74,9 @@ def cbcn_resnet18(*, input_shape=None, num_classes=10, orientations=4, binary=Tr
     Published (CIFAR-10 accuracy, 16-16-32-64, K = 4, SPEC 6): 89.10 with ApproxSign weights,
     90.22 with the Gaussian (this default), 90.83 with center loss fine-tuning; K = 2: 85.79,
     K = 8: 90.80; full precision 94.84. Rotated test set error: 19.68 (FP 19.07).
-    Cost at the defaults (cbcn_tf.summary): COST_CBCN_RESNET18
+    Cost at the defaults (32x32x3 input, cbcn_tf.summary): 779,786 parameters,
+    254,803,968 BOPs (binary MACs), 10,160,640 FLOPs (float MACs); the binary=False
+    twin: 2,936,330 parameters, 264,964,608 FLOPs.
 
     Example:
         >>> model = cbcn_resnet18(orientations=2, kernel_stage=(8, 8, 16, 32))
@@ -107,7 +109,9 @@ def xnor_resnet18(*, input_shape=None, num_classes=10, orientations=4, binary=Tr
     Args: as ``cbcn_resnet18``.
 
     Published (CIFAR-10 accuracy, SPEC 6): XNOR 76.3; rotated test set error 40.75.
-    Cost at the defaults (cbcn_tf.summary): COST_XNOR_RESNET18
+    Cost at the defaults (32x32x3 input, cbcn_tf.summary): 2,936,330 parameters,
+    254,803,968 BOPs (binary MACs), 10,160,640 FLOPs (float MACs); the binary=False
+    twin: 2,936,330 parameters, 264,964,608 FLOPs.
 
     Example:
         >>> xnor_resnet18(kernel_stage=(8, 8, 16, 32)).output_shape
@@ -133,7 +137,9 @@ def xnor_resnet18_doubled(*, input_shape=None, num_classes=10, orientations=4, b
     Args: as ``cbcn_resnet18``.
 
     Published (CIFAR-10 accuracy, SPEC 6): 80.53.
-    Cost at the defaults (cbcn_tf.summary): COST_XNOR_RESNET18_DOUBLED
+    Cost at the defaults (32x32x3 input, cbcn_tf.summary): 2,936,330 parameters,
+    254,803,968 BOPs (binary MACs), 10,160,640 FLOPs (float MACs); the binary=False
+    twin: 2,936,330 parameters, 264,964,608 FLOPs.
 
     Example:
         >>> xnor_resnet18_doubled(kernel_stage=(8, 8, 16, 32)).output_shape
@@ -161,7 +167,9 @@ def cbcn_resnet18_imagenet(*, input_shape=None, num_classes=1000, orientations=4
 
     Published (ImageNet top-1 / top-5, SPEC 6): 61.4 / 82.8 (61.0 top-1 without center loss);
     Bi-Real 56.4, XNOR 51.2, full precision 69.3 top-1.
-    Cost at the defaults (cbcn_tf.summary): COST_CBCN_RESNET18_IMAGENET
+    Cost at the defaults (224x224x3 input, cbcn_tf.summary): 48,873,448 parameters,
+    26,820,476,928 BOPs (binary MACs), 1,707,229,184 FLOPs (float MACs); the binary=False
+    twin: 180,699,112 parameters, 28,527,706,112 FLOPs.
 
     Example:
         >>> model = cbcn_resnet18_imagenet(input_shape=(64, 64, 3), num_classes=10,

@@ -84,7 +84,8 @@ def test_training_pipeline_is_seeded():
 def test_input_context_shards_and_splits_batch(rotate):
     context = tf.distribute.InputContext(num_input_pipelines=2, input_pipeline_id=1,
                                          num_replicas_in_sync=2)
-    sharded = data.load_dataset("digits", "test", batch_size=64, input_context=context, rotate=rotate)
+    sharded = data.load_dataset("digits", "test", batch_size=64, input_context=context,
+                                rotate=rotate)
     assert next(iter(sharded))[0].shape[0] == 32
     full, _ = collect(data.load_dataset("digits", "test", batch_size=64, rotate=rotate))
     np.testing.assert_array_equal(collect(sharded)[0], full[1::2])
@@ -126,7 +127,8 @@ def test_rotated_digits_use_per_example_angles_within_45_degrees():
     grid = np.arange(-50, 51)
     candidates = data.rotate_images(np.repeat(plain, len(grid), axis=0),
                                     np.tile(np.radians(grid), len(plain))).numpy()
-    errors = np.abs(candidates.reshape(len(plain), len(grid), -1) - rotated.reshape(len(plain), 1, -1))
+    candidates = candidates.reshape(len(plain), len(grid), -1)
+    errors = np.abs(candidates - rotated.reshape(len(plain), 1, -1))
     angles = grid[errors.mean(axis=2).argmin(axis=1)]
     assert np.all(np.abs(angles) <= 45) and angles.max() - angles.min() > 45
 
@@ -155,7 +157,8 @@ def test_image_folder_loads(tmp_path):
     root = make_folder(tmp_path / "imgs")
     info = data.dataset_info(f"folder:{root}")
     assert info.num_classes == 2 and info.input_shape == (8, 8, 3) and info.splits == ("train",)
-    images, labels = collect(data.load_dataset(f"folder:{root}", "train", batch_size=4, training=True))
+    ds = data.load_dataset(f"folder:{root}", "train", batch_size=4, training=True)
+    images, labels = collect(ds)
     assert images.shape == (6, 8, 8, 3) and sorted(labels) == [0, 0, 0, 1, 1, 1]
 
     gray = make_folder(tmp_path / "gray", mode="L")

@@ -1,0 +1,237 @@
+"""The ``cbcn`` console command: a thin layer over `cbcn_tf.training`, `cbcn_tf.config`,
+`cbcn_tf.models`, `cbcn_tf.data` and `cbcn_tf.converters`.
+
+Examples (shell)::
+
+    cbcn list-models
+    cbcn train --config cifar10_resnet18_k4 --output runs/c10 --set epochs=10 --seed 1
+    cbcn train --config cifar10_resnet18_k4 --output runs/c10 --set epochs=20 --resume
+    cbcn evaluate runs/c10
+    cbcn summary cbcn_resnet18 --dataset digits --set kernel_stage=[4,4,8,16]
+    cbcn convert runs/c10 runs/c10/model.tflite
+    cbcn benchmark runs/c10/model.tflite
+    cbcn demo --output /tmp/demo
+
+In Python, ``cbcn_tf.cli.main(["list-models"])`` runs the same and returns the exit code.
+User errors (unknown names, bad overrides, missing files, a folder holding another run) print
+one ``cbcn: error: ...`` line on stderr and exit with code 2.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import cbcn_tf  # noqa: F401  (selects Keras 2 before anything touches tf.keras)
+from cbcn_tf import config as config_lib
+
+EXIT_USAGE = 2
+
+
+def main(argv=None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.command(args) or 0
+    except (ValueError, OSError) as exc:  # user errors: data.py, models, config, training
+        print(f"cbcn: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+# --- subcommands -----------------------------------------------------------------------------
+
+
+def _train(args) -> None:
+    from cbcn_tf import training
+
+    overrides = list(args.set)
+    for key in ("seed", "distribute"):
+        if getattr(args, key) is not None:
+            overrides.append(f"{key}={getattr(args, key)}")
+    if args.deterministic:
+        overrides.append("deterministic=true")
+    config = config_lib.load_config(args.config, overrides)
+    result = training.train(config, args.output, resume=args.resume, verbose=args.verbose)
+    if result.history:
+        last = result.history[-1]
+        split = config.eval_split + (" (rotated)" if config.rotate_train else "")
+        print(f"Epoch {last['epoch'] + 1}: {split} top-1 {last['val_accuracy']:.4f}, "
+              f"top-5 {last['val_top5']:.4f}")
+    print(f"Wrote {result.output_dir}: {config_lib.CONFIG_FILE}, {training.HISTORY_FILE}, "
+          f"{training.MODEL_FILE}, {training.SUMMARY_FILE}, {training.CURVES_FILE}")
+
+
+def _evaluate(args) -> None:
+    from cbcn_tf import training
+
+    model = training.load_model(args.run)  # first: it names a missing run folder or file
+    saved = None
+    config_path = os.path.join(args.run, config_lib.CONFIG_FILE)
+    if os.path.isdir(args.run) and os.path.exists(config_path):
+        saved = config_lib.read_config(config_path)
+    dataset = args.dataset or (saved and saved.dataset)
+    if not dataset:
+        raise ValueError(f"{args.run} has no {config_lib.CONFIG_FILE}; pass --dataset NAME.")
+    options = dict(
+        split=args.split or (saved.eval_split if saved else "test"),
+        data_dir=args.data_dir or (saved and saved.data_dir),
+        validation_fraction=saved.validation_fraction if saved else None,
+        batch_size=args.batch_size,
+    )
+    variants = [False] if args.no_rotated else [False, True]
+    print(f"{'split':<22}{'top-1':>8}{'top-5':>8}{'loss':>9}")
+    for rotate in variants:
+        scores = training.evaluate(model, dataset, rotate=rotate, **options)
+        name = options["split"] + (" (rotated)" if rotate else "")
+        print(f"{name:<22}{scores['top1']:>8.4f}{scores['top5']:>8.4f}{scores['loss']:>9.4f}")
+
+
+def _summary(args) -> None:
+    from cbcn_tf import training
+
+    kwargs = {}
+    if args.dataset:
+        from cbcn_tf.data import dataset_info
+
+        info = dataset_info(args.dataset)
+        kwargs.update(input_shape=list(info.input_shape), num_classes=info.num_classes)
+    kwargs.update(config_lib.parse_assignments(args.set))
+    model = training.build_model(config_lib.TrainConfig(model=args.model, model_kwargs=kwargs))
+    print(training.summary_text(model), end="")
+
+
+def _convert(args) -> None:
+    from cbcn_tf import training
+    from cbcn_tf.converters import export_lce, export_tflite
+
+    model = training.load_model(args.model)
+    if args.float:
+        result = export_tflite(model, args.output, verify=not args.no_verify)
+    else:
+        result = export_lce(model, args.output, target=args.target, verify=not args.no_verify,
+                            strict=not args.allow_float)
+    ops = ", ".join(f"{name} x{count}" for name, count in sorted(result.ops.items()))
+    print(f"Wrote {result.path} ({result.bytes / 1024:,.1f} KiB); ops: {ops}")
+    if result.parity is not None:
+        print(f"Parity vs Keras on {result.parity.samples} random inputs: max |diff| "
+              f"{result.parity.max_abs_diff:.2e} (tolerance {result.parity.tolerance:.2e})")
+
+
+def _benchmark(args) -> None:
+    from cbcn_tf.converters import benchmark_tflite
+
+    for path in filter(None, (args.model, args.baseline)):
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"No .tflite file at {path}; write one with `cbcn convert`.")
+    report = benchmark_tflite(args.model, runs=args.runs, warmup=args.warmup,
+                              threads=tuple(args.threads), baseline=args.baseline,
+                              name=os.path.basename(args.model))
+    print(report.to_markdown())
+
+
+def _list_models(args) -> None:
+    from cbcn_tf.models import list_models
+
+    print("\n".join(list_models()))
+
+
+def _list_datasets(args) -> None:
+    from cbcn_tf.data import list_datasets
+
+    print("\n".join(list_datasets()))
+    print("folder:PATH  (images in PATH/<split>/<class>/<image>)")
+
+
+def _list_recipes(args) -> None:
+    print("\n".join(config_lib.list_recipes()))
+
+
+def _demo(args) -> None:
+    from cbcn_tf.demo import run_demo
+
+    run_demo(args.output, epochs=args.epochs, export=not args.no_export)
+
+
+# --- argument parser -------------------------------------------------------------------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cbcn", description="Circulant Binary Convolutional Networks: train, evaluate, "
+        "summarise, export and benchmark.")
+    parser.add_argument("--version", action="version", version=f"cbcn-tf {cbcn_tf.__version__}")
+    commands = parser.add_subparsers(title="commands", required=True, metavar="COMMAND")
+
+    def command(name, function, help_text):
+        sub = commands.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(command=function)
+        return sub
+
+    train = command("train", _train, "Train a recipe into an output folder.")
+    train.add_argument("--config", required=True, metavar="RECIPE",
+                       help="recipe YAML file or shipped recipe name (cbcn list-recipes)")
+    train.add_argument("--output", required=True, metavar="DIR", help="run folder")
+    _add_set(train, "config key=value override (repeatable), e.g. --set epochs=10 "
+             "--set model_kwargs.orientations=2")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the run in DIR at its next epoch (same model settings)")
+    train.add_argument("--seed", type=int, help="random seed (tf.keras.utils.set_random_seed)")
+    train.add_argument("--deterministic", action="store_true",
+                       help="enable TensorFlow op determinism (slower)")
+    train.add_argument("--distribute", choices=("none", "mirrored"),
+                       help="distribution strategy (default: the recipe's, usually none)")
+    train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
+                       help="Keras verbosity: 1 progress bar (default), 2 one line per epoch")
+
+    evaluate = command("evaluate", _evaluate,
+                       "Top-1 / top-5 of a trained model on a split and its rotated variant.")
+    evaluate.add_argument("run", metavar="RUN", help="run folder (or a model .h5 file)")
+    evaluate.add_argument("--dataset", help="dataset name (default: the run's config.yaml)")
+    evaluate.add_argument("--data-dir", help="dataset folder (default: the run's)")
+    evaluate.add_argument("--split", help="split (default: the run's eval_split, else test)")
+    evaluate.add_argument("--batch-size", type=int, default=128)
+    evaluate.add_argument("--no-rotated", action="store_true", help="skip the rotated variant")
+
+    summary = command("summary", _summary,
+                      "Print the Larq summary and cbcn_tf.summary of a zoo model.")
+    summary.add_argument("model", metavar="MODEL_NAME", help="a name from cbcn list-models")
+    summary.add_argument("--dataset", help="take input_shape / num_classes from this dataset")
+    _add_set(summary, "model keyword argument (repeatable), e.g. --set orientations=2")
+
+    convert = command("convert", _convert, "Export a trained model to an LCE .tflite file.")
+    convert.add_argument("model", metavar="RUN", help="run folder or model .h5 file")
+    convert.add_argument("output", metavar="OUTPUT", help="destination .tflite file")
+    convert.add_argument("--target", choices=("arm", "xcore"), default="arm")
+    convert.add_argument("--float", action="store_true",
+                         help="plain float TFLite (for full-precision twins) instead of LCE")
+    convert.add_argument("--no-verify", action="store_true",
+                         help="skip the Keras vs interpreter parity check")
+    convert.add_argument("--allow-float", action="store_true",
+                         help="export even if a binary layer stays float (warns)")
+
+    benchmark = command("benchmark", _benchmark, "Latency of a .tflite model on this host.")
+    benchmark.add_argument("model", metavar="TFLITE")
+    benchmark.add_argument("--baseline", metavar="TFLITE", help="e.g. the float twin")
+    benchmark.add_argument("--runs", type=int, default=50)
+    benchmark.add_argument("--warmup", type=int, default=5)
+    benchmark.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+
+    command("list-models", _list_models, "Names accepted by --config's model key and summary.")
+    command("list-datasets", _list_datasets, "Names accepted by the dataset key.")
+    command("list-recipes", _list_recipes, "Recipes shipped with cbcn-tf (for --config).")
+
+    demo = command("demo", _demo, "Train CBCN, XNOR and full-precision nets on the packaged "
+                   "digits and compare them (a few minutes on 2 cores).")
+    demo.add_argument("--output", default="demo_output", metavar="DIR")
+    demo.add_argument("--epochs", type=int,
+                      help="epochs per arm (default: the digits_demo recipe's)")
+    demo.add_argument("--no-export", action="store_true", help="skip the LCE export")
+    return parser
+
+
+def _add_set(parser, help_text):
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=help_text)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

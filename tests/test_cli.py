@@ -1,0 +1,192 @@
+"""The `cbcn` command: smoke runs on the packaged digits and on mocked CIFAR-10, and errors."""
+import os
+import shutil
+import subprocess
+import sys
+
+import cbcn_tf  # noqa: F401  (Keras 2 before tensorflow)
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cbcn_tf import cli, config as config_lib, training
+from cbcn_tf.data import load_dataset
+
+# A tiny CBCN LeNet on the packaged digits (16x16x1): seconds per run.
+TINY_DIGITS = ["--config", "digits_demo", "--verbose", "0",
+               "--set", "model=cbcn_lenet", "--set", "model_kwargs.kernel_stage=[2, 2, 2, 2]",
+               "--set", "model_kwargs.orientations=2", "--set", "batch_size=16",
+               "--set", "steps_per_epoch=3", "--set", "tensorboard=false"]
+
+
+def run_cli(*args):
+    """main() in-process; argparse's own errors raise SystemExit, ours return the code."""
+    try:
+        return cli.main([str(a) for a in args])
+    except SystemExit as exit_:
+        return exit_.code
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    run = tmp_path_factory.mktemp("cli") / "digits"
+    assert run_cli("train", *TINY_DIGITS, "--set", "epochs=1", "--output", run, "--seed", 3) == 0
+    return run
+
+
+def test_train_writes_the_run_files(digits_run):
+    for name in ("config.yaml", "history.csv", "model.h5", "summary.txt", "curves.png"):
+        assert os.path.getsize(digits_run / name) > 0, name
+    saved = config_lib.read_config(digits_run / "config.yaml")
+    assert (saved.model, saved.seed, saved.epochs) == ("cbcn_lenet", 3, 1)
+    assert saved.model_kwargs == {"input_shape": [16, 16, 1], "num_classes": 10,
+                                  "kernel_stage": [2, 2, 2, 2], "orientations": 2}
+
+
+def test_resume_continues_at_the_next_epoch(digits_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    # Another seed: had epoch 0 been rerun (nothing restored), its row would differ.
+    assert run_cli("train", *TINY_DIGITS, "--set", "epochs=2", "--output", run, "--resume",
+                   "--seed", 4) == 0
+    history = training.read_history(run / "history.csv")
+    assert [row["epoch"] for row in history] == [0, 1]
+    assert history[0] == training.read_history(digits_run / "history.csv")[0]
+    assert config_lib.read_config(run / "config.yaml").epochs == 2
+
+
+def test_evaluate_prints_what_model_evaluate_gives(digits_run, capsys):
+    capsys.readouterr()
+    assert run_cli("evaluate", digits_run) == 0
+    lines = capsys.readouterr().out.splitlines()
+    printed = {line.rsplit(None, 3)[0]: [float(v) for v in line.split()[-3:]] for line in lines[1:]}
+    assert set(printed) == {"test", "test (rotated)"}
+
+    model = training.load_model(digits_run)
+    training.compile_for_classification(model)
+    for name, rotate in (("test", False), ("test (rotated)", True)):
+        top1, top5, loss = printed[name]
+        expected = model.evaluate(load_dataset("digits", "test", rotate=rotate), verbose=0,
+                                  return_dict=True)
+        assert 0.0 <= top1 <= top5 <= 1.0
+        np.testing.assert_allclose([top1, top5, loss],
+                                   [expected["accuracy"], expected["top5"], expected["loss"]],
+                                   atol=6e-5)
+
+
+def test_train_and_evaluate_on_mocked_cifar10(tmp_path, capsys):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    run = tmp_path / "cifar"
+    with tfds.testing.mock_data(num_examples=24):
+        code = run_cli("train", "--config", "cifar10_resnet18_k4", "--output", run,
+                       "--verbose", "0", "--set", "epochs=1", "--set", "steps_per_epoch=2",
+                       "--set", "batch_size=8", "--set", "model_kwargs.kernel_stage=[2,2,2,2]",
+                       "--set", "model_kwargs.orientations=2", "--set", "tensorboard=false")
+        assert code == 0
+        capsys.readouterr()
+        assert run_cli("evaluate", run, "--no-rotated") == 0
+    (line,) = capsys.readouterr().out.splitlines()[1:]
+    top1, top5 = map(float, line.split()[1:3])
+    assert 0.0 <= top1 <= top5 <= 1.0
+    assert training.load_model(run).input_shape == (None, 32, 32, 3)
+
+
+def _error_line(capsys):
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cbcn: error: ") and "\n" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("sets, message", [
+    (["model=resnet_typo"], "Unknown model 'resnet_typo'. Valid names: cbcn_lenet, "),
+    (["dataset=cifar11"], "Unknown dataset 'cifar11'. Valid names: cifar10, cifar100, digits"),
+    (["dataset=folder:/no/such/folder"], "Image folder /no/such/folder does not exist"),
+    (["epochs=ten"], "config key 'epochs' expects int, got 'ten' (str)"),
+    (["model_kwargs.no_such_kwarg=1"], "Model keyword arguments do not fit cbcn_lenet"),
+])
+def test_bad_names_and_values_give_one_error_line(sets, message, tmp_path, capsys):
+    args = [a for s in sets for a in ("--set", s)]
+    assert run_cli("train", *TINY_DIGITS, *args, "--output", tmp_path / "run") == 2
+    assert message in _error_line(capsys)
+
+
+def test_unreadable_image_is_named(tmp_path, capsys):
+    from PIL import Image
+
+    for cls in ("a", "b"):
+        os.makedirs(tmp_path / "data" / "train" / cls)
+        Image.new("RGB", (8, 8)).save(tmp_path / "data" / "train" / cls / "0.jpg")
+    (tmp_path / "data" / "train" / "b" / "1.jpg").write_bytes(b"not a jpeg")
+    assert run_cli("train", *TINY_DIGITS, "--set", f"dataset=folder:{tmp_path / 'data'}",
+                   "--set", "eval_split=train", "--output", tmp_path / "run") == 2
+    assert f"Unreadable image {tmp_path / 'data' / 'train' / 'b' / '1.jpg'}" in _error_line(capsys)
+
+
+def test_unknown_recipe_lists_shipped_ones(tmp_path, capsys):
+    assert run_cli("train", "--config", "cifar_typo", "--output", tmp_path) == 2
+    assert "shipped recipes: cifar10_resnet18_k4, digits_demo" in _error_line(capsys)
+
+
+def test_existing_run_needs_resume(digits_run, capsys):
+    assert run_cli("train", *TINY_DIGITS, "--output", digits_run) == 2
+    assert "already holds a training run; pass --resume" in _error_line(capsys)
+
+
+def test_resume_refuses_another_models_run(digits_run, capsys):
+    assert run_cli("train", *TINY_DIGITS, "--set", "model_kwargs.orientations=4",
+                   "--output", digits_run, "--resume") == 2
+    message = _error_line(capsys)
+    assert f"Cannot resume {digits_run}: its model_kwargs is" in message
+    assert "'orientations': 2" in message and "'orientations': 4" in message
+    assert run_cli("train", *TINY_DIGITS, "--set", "model=cbcn_resnet18",
+                   "--output", digits_run, "--resume") == 2
+    assert "its model is 'cbcn_lenet' but this run asks for 'cbcn_resnet18'" in _error_line(capsys)
+
+
+def test_summary_prints_larq_and_cbcn_tables(capsys):
+    assert run_cli("summary", "cbcn_resnet18", "--dataset", "digits",
+                   "--set", "kernel_stage=[2, 2, 2, 2]", "--set", "orientations=2") == 0
+    out = capsys.readouterr().out
+    assert "Compression Ratio of Memory" in out and "cbcn_tf summary: cbcn_resnet18" in out
+    assert "(-1, 16, 16, 4)" in out  # the digits input, two maps x K = 2
+    assert run_cli("summary", "cbcn_resnet18", "--set", "kernel_size=5") == 2
+    assert "Model keyword arguments do not fit cbcn_resnet18" in _error_line(capsys)
+
+
+def test_list_commands(capsys):
+    assert run_cli("list-models") == 0
+    assert {"cbcn_resnet18", "cbcn_lenet", "xnor_resnet18"} <= set(capsys.readouterr().out.split())
+    assert run_cli("list-datasets") == 0
+    assert {"digits", "cifar10", "mnist"} <= set(capsys.readouterr().out.split())
+    assert run_cli("list-recipes") == 0
+    assert capsys.readouterr().out.split() == config_lib.list_recipes()
+
+
+def test_convert_and_benchmark(digits_run, tmp_path, capsys):
+    pytest.importorskip("larq_compute_engine")
+    path = tmp_path / "model.tflite"
+    assert run_cli("convert", digits_run, path) == 0
+    out = capsys.readouterr().out
+    assert path.stat().st_size > 0 and "LceBconv2d x3" in out and "max |diff|" in out
+    assert run_cli("benchmark", path, "--runs", 2, "--warmup", 0, "--threads", 1) == 0
+    assert "| model.tflite | lce |" in capsys.readouterr().out
+    assert run_cli("benchmark", tmp_path / "missing.tflite") == 2
+    assert "No .tflite file at" in _error_line(capsys)
+
+
+def test_console_script_runs():
+    script = os.path.join(os.path.dirname(sys.executable), "cbcn")
+    done = subprocess.run([script, "list-models"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert done.returncode == 0, done.stderr
+    assert "cbcn_resnet18" in done.stdout.split()
+
+
+def test_evaluate_without_config_needs_dataset(tmp_path, capsys):
+    inputs = tf.keras.Input((16, 16, 1))
+    outputs = tf.keras.layers.Dense(10, activation="softmax")(
+        tf.keras.layers.GlobalAveragePooling2D()(inputs))
+    training.save_model(tf.keras.Model(inputs, outputs), str(tmp_path / "m.h5"))
+    assert run_cli("evaluate", tmp_path / "m.h5") == 2
+    assert "pass --dataset NAME" in _error_line(capsys)
+    assert run_cli("evaluate", tmp_path / "m.h5", "--dataset", "digits", "--no-rotated") == 0

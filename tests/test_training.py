@@ -1,0 +1,221 @@
+"""Training API: schedules, weight decay, center loss, configs, and train / resume / reload."""
+import os
+
+import cbcn_tf  # noqa: F401  (Keras 2 before tensorflow)
+import larq as lq
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cbcn_tf import config as config_lib
+from cbcn_tf import training
+
+# A tiny CBCN LeNet (kernel stage 2-2-2-2, K = 2) on the packaged digits: seconds per run.
+TINY = ["model=cbcn_lenet", "model_kwargs.kernel_stage=[2, 2, 2, 2]", "model_kwargs.orientations=2",
+        "batch_size=16", "steps_per_epoch=3", "tensorboard=false"]
+
+
+def tiny_config(*overrides):
+    return config_lib.load_config("digits_demo", [*TINY, *overrides])
+
+
+# --- schedules -------------------------------------------------------------------------------
+
+
+def test_cifar_schedule_matches_released_code():
+    schedule = training.lr_schedule(config_lib.load_config("cifar10_resnet18_k4"))
+    rates = [schedule(epoch) for epoch in (0, 59, 60, 120, 160, 199)]
+    np.testing.assert_allclose(rates, [0.1, 0.1, 0.02, 0.004, 0.0008, 0.0008], rtol=1e-12)
+
+
+def test_imagenet_schedule_drops_every_20_epochs():
+    schedule = training.lr_schedule(config_lib.load_config("imagenet_resnet18"))
+    rates = [schedule(epoch) for epoch in (0, 19, 20, 39, 40, 60, 69)]
+    np.testing.assert_allclose(rates, [0.1, 0.1, 0.01, 0.01, 0.001, 0.0001, 0.0001], rtol=1e-12)
+
+
+# --- weight decay ----------------------------------------------------------------------------
+
+
+def _mixed_model():
+    inputs = tf.keras.Input((6, 6, 4))
+    x = tf.keras.layers.Conv2D(4, 3, name="float_conv")(inputs)
+    x = tf.keras.layers.BatchNormalization(name="bn")(x)
+    x = lq.layers.QuantConv2D(4, 3, input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                              name="binary_conv")(x)
+    x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    return tf.keras.Model(inputs, tf.keras.layers.Dense(3, name="dense")(x))
+
+
+@pytest.mark.parametrize("scope, layers", [
+    ("all", None),
+    ("kernels", ("float_conv", "binary_conv", "dense")),
+    ("float_kernels", ("float_conv", "dense")),
+])
+def test_weight_decay_is_half_l2_of_latent_weights(scope, layers):
+    model = _mixed_model()
+    model.get_layer("bn").gamma.assign(np.full(4, 3.0, np.float32))  # non-zero, unlike beta
+    if layers is None:
+        variables = [getattr(v, "latent_variable", v) for v in model.trainable_variables]
+    else:
+        variables = [model.get_layer(name).kernel.latent_variable
+                     if name == "binary_conv" else model.get_layer(name).kernel for name in layers]
+    expected = 5e-4 / 2 * sum(np.sum(np.square(v.numpy())) for v in variables)
+    training.add_weight_decay(model, 5e-4, scope)
+    (loss,) = model.losses
+    np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-5)
+
+
+# --- center loss -----------------------------------------------------------------------------
+
+
+def test_center_loss_and_centre_steps_match_numpy():
+    rng = np.random.default_rng(0)
+    features = rng.normal(size=(6, 5)).astype(np.float32)
+    labels = np.array([0, 2, 2, 1, 0, 2])
+    centers = rng.normal(size=(4, 5)).astype(np.float32)  # class 3 absent from the batch
+
+    expected = sum(np.sum((f - centers[y]) ** 2) for f, y in zip(features, labels)) / (2 * 6)
+    loss = training.center_loss(tf.constant(features), tf.constant(labels), tf.constant(centers))
+    np.testing.assert_allclose(loss.numpy(), expected, rtol=1e-6)
+
+    deltas = training.center_deltas(tf.constant(features), tf.constant(labels),
+                                     tf.constant(centers)).numpy()
+    for j in range(4):
+        members = features[labels == j]
+        expected_delta = (centers[j] - members).sum(0) / (1 + len(members))
+        np.testing.assert_allclose(deltas[j], expected_delta, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(deltas[3], 0.0)
+
+
+def test_center_loss_model_lowers_the_center_loss_and_trains():
+    tf.keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    labels = rng.integers(0, 3, 256)
+    inputs_np = (rng.normal(size=(256, 8)) + 2.0 * labels[:, None]).astype(np.float32)
+    inputs = tf.keras.Input((8,))
+    features = tf.keras.layers.Dense(6, activation="relu")(inputs)
+    base = tf.keras.Model(inputs, tf.keras.layers.Dense(3, activation="softmax")(features))
+    wrapper = training.CenterLossModel(base, weight=0.1, alpha=0.5)
+    training.compile_for_classification(wrapper, tf.keras.optimizers.SGD(0.05))
+
+    history = wrapper.fit(inputs_np, labels, batch_size=32, epochs=5, verbose=0).history
+    assert history["center_loss"][-1] < 0.5 * history["center_loss"][0]
+    assert history["loss"][-1] < history["loss"][0]
+    assert np.abs(wrapper.centers.numpy()).sum() > 0  # the centres moved off zero
+    # The wrapped classifier is trained in place and predicts on its own.
+    np.testing.assert_allclose(base.predict(inputs_np[:4], verbose=0),
+                               wrapper.predict(inputs_np[:4], verbose=0))
+
+
+def test_center_loss_stage_switches_the_term_on_at_its_epoch():
+    inputs = tf.keras.Input((4,))
+    base = tf.keras.Model(inputs, tf.keras.layers.Dense(2, activation="softmax")(inputs))
+    wrapper = training.CenterLossModel(base, weight=0.0)
+    stage = training._CenterLossStage(start_epoch=3, weight=0.25)
+    stage.set_model(wrapper)
+    weights = []
+    for epoch in (0, 2, 3, 4):
+        stage.on_epoch_begin(epoch)
+        weights.append(float(wrapper.center_loss_weight.numpy()))
+    assert weights == [0.0, 0.0, 0.25, 0.25]
+
+
+# --- configs ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("recipe", config_lib.list_recipes())
+def test_shipped_recipes_name_real_models_and_datasets(recipe):
+    from cbcn_tf.data import list_datasets
+    from cbcn_tf.models import list_models
+
+    cfg = config_lib.load_config(recipe)
+    assert cfg.model in list_models()
+    assert cfg.dataset in list_datasets()
+
+
+def test_overrides_are_typed():
+    cfg = config_lib.load_config("cifar10_resnet18_k4", [
+        "epochs=3", "lr=1", "weight_decay=5e-4", "lr_milestones=[1, 2]", "nesterov=false",
+        "data_dir=", "model_kwargs.kernel_stage=[2, 2, 2, 2]", "distribute=mirrored"])
+    assert (cfg.epochs, cfg.lr, cfg.weight_decay, cfg.lr_milestones) == (3, 1.0, 5e-4, (1, 2))
+    assert isinstance(cfg.lr, float) and cfg.nesterov is False and cfg.data_dir is None
+    assert cfg.model_kwargs == {"kernel_stage": [2, 2, 2, 2], "orientations": 4}
+    assert cfg.distribute == "mirrored"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("lrr=0.1", "unknown config key 'lrr'. Did you mean 'lr'? Valid keys: batch_size,"),
+    ("epochs=ten", "config key 'epochs' expects int, got 'ten' (str)"),
+    ("epochs=2.5", "config key 'epochs' expects int, got 2.5 (float)"),
+    ("nesterov=1", "config key 'nesterov' expects bool, got 1 (int)"),
+    ("lr_milestones=[1, a]", "config key 'lr_milestones' expects list of int"),
+    ("distribute=tpu", "config key 'distribute' expects one of ['none', 'mirrored'], got 'tpu'"),
+    ("epochs", "override 'epochs' is not key=value"),
+])
+def test_bad_overrides_say_what_is_wrong(override, message):
+    with pytest.raises(config_lib.ConfigError) as info:
+        config_lib.load_config("digits_demo", [override])
+    assert message in str(info.value)
+
+
+def test_unknown_recipe_lists_shipped_ones(tmp_path):
+    with pytest.raises(config_lib.ConfigError, match="shipped recipes: cifar10_resnet18_k4, "):
+        config_lib.load_config("cifar_typo")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("epochs: 3\nmodell: x\n")
+    with pytest.raises(config_lib.ConfigError, match="unknown config key 'modell'"):
+        config_lib.load_config(str(bad))
+
+
+def test_config_round_trips_through_yaml(tmp_path):
+    cfg = config_lib.load_config("cifar10_resnet18_k4", ["model_kwargs.tied=true", "seed=7"])
+    config_lib.save_config(cfg, tmp_path / "config.yaml")
+    assert config_lib.read_config(tmp_path / "config.yaml") == cfg
+
+
+def test_make_strategy():
+    assert training.make_strategy("none") is tf.distribute.get_strategy()
+    assert isinstance(training.make_strategy("mirrored"), tf.distribute.MirroredStrategy)
+    with pytest.raises(ValueError, match="none, mirrored"):
+        training.make_strategy("multi_worker")
+
+
+# --- runs ------------------------------------------------------------------------------------
+
+
+def test_train_writes_reloadable_run_and_resume_continues(tmp_path):
+    run = str(tmp_path / "run")
+    first = training.train(tiny_config("epochs=1"), run, verbose=0)
+    for name in ("config.yaml", "history.csv", "model.h5", "summary.txt", "curves.png"):
+        assert os.path.getsize(os.path.join(run, name)) > 0, name
+    assert first.optimizer.iterations.numpy() == 3
+    summary = open(os.path.join(run, "summary.txt")).read()
+    assert "Compression Ratio of Memory" in summary and "cbcn_tf summary" in summary
+
+    images = np.random.default_rng(0).normal(size=(5, 16, 16, 1)).astype(np.float32)
+    reloaded = training.load_model(run)
+    np.testing.assert_array_equal(reloaded.predict(images, verbose=0),
+                                  first.model.predict(images, verbose=0))
+
+    # As if killed after logging epoch 1 but before its backup: the CSV is one epoch ahead,
+    # and the resumed run must redo epoch 1 without listing it twice.
+    with open(os.path.join(run, "history.csv")) as handle:
+        row = handle.read().splitlines()[1]
+    with open(os.path.join(run, "history.csv"), "a") as handle:
+        handle.write("1" + row[1:] + "\n")
+    # Another seed: had epoch 0 been rerun (nothing restored), its row would differ.
+    second = training.train(tiny_config("epochs=2", "seed=1"), run, resume=True, verbose=0)
+    assert [row["epoch"] for row in second.history] == [0, 1]
+    assert second.history[0] == first.history[0]
+    assert second.optimizer.iterations.numpy() == 6  # restored 3 + 3 new steps
+    assert config_lib.read_config(os.path.join(run, "config.yaml")).epochs == 2
+
+
+def test_center_loss_stage_under_mirrored_strategy(tmp_path):
+    result = training.train(
+        tiny_config("epochs=1", "center_loss_epochs=1", "center_loss_weight=0.5",
+                    "distribute=mirrored"), str(tmp_path / "run"), verbose=0)
+    assert [row["epoch"] for row in result.history] == [0, 1]
+    assert all(np.isfinite(row["center_loss"]) for row in result.history)
+    assert not isinstance(result.model, training.CenterLossModel)  # model.h5 is the classifier
