@@ -6,6 +6,10 @@ Examples (shell)::
     cbcn list-models
     cbcn train --config cifar10_resnet18_k4 --output runs/c10 --set epochs=10 --seed 1
     cbcn train --config cifar10_resnet18_k4 --output runs/c10 --set epochs=20 --resume
+    TF_CONFIG='{"cluster": {"worker": ["host1:12345", "host2:12345"]},
+                "task": {"type": "worker", "index": 0}}' \
+        cbcn train --config imagenet_resnet18 --output /shared/runs/in --distribute multi_worker \
+        --set batch_size=512 --set lr_scaling=linear --set base_batch_size=256
     cbcn evaluate runs/c10
     cbcn summary cbcn_resnet18 --dataset digits --set kernel_stage=[4,4,8,16]
     cbcn convert runs/c10 runs/c10/model.tflite
@@ -45,7 +49,7 @@ def _train(args) -> None:
     from cbcn_tf import training
 
     overrides = list(args.set)
-    for key in ("seed", "distribute"):
+    for key in ("seed", "distribute", "batch_size", "lr_scaling"):
         if getattr(args, key) is not None:
             overrides.append(f"{key}={getattr(args, key)}")
     if args.deterministic:
@@ -174,12 +178,20 @@ def _parser() -> argparse.ArgumentParser:
     _add_set(train, "config key=value override (repeatable), e.g. --set epochs=10 "
              "--set model_kwargs.orientations=2")
     train.add_argument("--resume", action="store_true",
-                       help="continue the run in DIR at its next epoch (same model settings)")
+                       help="continue the run in DIR at its next epoch (same model settings, "
+                       "other values allowed); an interrupted run restarted with the same "
+                       "command continues without it")
     train.add_argument("--seed", type=int, help="random seed (tf.keras.utils.set_random_seed)")
     train.add_argument("--deterministic", action="store_true",
                        help="enable TensorFlow op determinism (slower)")
-    train.add_argument("--distribute", choices=("none", "mirrored"),
-                       help="distribution strategy (default: the recipe's, usually none)")
+    train.add_argument("--distribute", choices=("none", "mirrored", "multi_worker"),
+                       help="distribution strategy (default: the recipe's, usually none): "
+                       "mirrored = all local devices, multi_worker = MultiWorkerMirroredStrategy "
+                       "over the cluster in TF_CONFIG (docs/DISTRIBUTED.md)")
+    train.add_argument("--batch-size", dest="batch_size", type=int,
+                       help="GLOBAL batch size, split across all replicas of all workers")
+    train.add_argument("--lr-scaling", dest="lr_scaling", choices=("none", "linear"),
+                       help="linear: lr * batch_size / base_batch_size (set base_batch_size)")
     train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                        help="Keras verbosity: 1 progress bar (default), 2 one line per epoch")
 

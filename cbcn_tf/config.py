@@ -61,9 +61,14 @@ class TrainConfig:
     # Schedule: lr * lr_gamma ** (number of milestones <= epoch), epochs counted from 0.
     epochs: int = 200
     steps_per_epoch: Optional[int] = None  # None: one pass over the training split
-    batch_size: int = 128  # global batch size (split across replicas)
+    # GLOBAL batch size: split evenly across all replicas of all workers.
+    batch_size: int = 128
     optimizer: Literal["sgd", "adam"] = "sgd"
+    # lr is the rate at base_batch_size; "linear" scales it by batch_size / base_batch_size
+    # (Goyal et al. 2017), "none" uses it as is whatever the batch size.
     lr: float = 0.1
+    lr_scaling: Literal["none", "linear"] = "none"
+    base_batch_size: Optional[int] = None
     momentum: float = 0.9
     nesterov: bool = True
     lr_milestones: list = (60, 120, 160)
@@ -77,7 +82,8 @@ class TrainConfig:
     # Runtime.
     seed: int = 0
     deterministic: bool = False
-    distribute: Literal["none", "mirrored"] = "none"
+    # none | mirrored (all local devices) | multi_worker (MultiWorkerMirroredStrategy, TF_CONFIG)
+    distribute: Literal["none", "mirrored", "multi_worker"] = "none"
     tensorboard: bool = True
 
     def __post_init__(self):
@@ -127,6 +133,27 @@ def from_dict(values: dict, *, source: str = "config") -> TrainConfig:
     return TrainConfig(**checked)
 
 
+def check_values(config: TrainConfig) -> None:
+    """Raise ConfigError for values of the right type that still cannot work together.
+
+    Example:
+        >>> check_values(TrainConfig(lr_scaling="linear"))
+        Traceback (most recent call last):
+        ...
+        cbcn_tf.config.ConfigError: lr_scaling 'linear' needs base_batch_size (the batch size lr was tuned for), e.g. --set base_batch_size=256.
+    """
+    for key in ("epochs", "batch_size", "steps_per_epoch", "base_batch_size"):
+        value = getattr(config, key)
+        if value is not None and value < 1:
+            raise ConfigError(f"config key {key!r} must be a positive integer, got {value}.")
+    if config.lr_scaling == "linear" and config.base_batch_size is None:
+        raise ConfigError(
+            "lr_scaling 'linear' needs base_batch_size (the batch size lr was tuned for), "
+            "e.g. --set base_batch_size=256.")
+    if not config.lr > 0:
+        raise ConfigError(f"config key 'lr' must be positive, got {config.lr}.")
+
+
 def apply_overrides(config: TrainConfig, overrides) -> TrainConfig:
     """Apply ``"key=value"`` strings (values parsed as YAML, e.g. ``lr_milestones=[30,60]``)."""
     changes = {}
@@ -162,13 +189,60 @@ def parse_assignments(items) -> list:
     return pairs
 
 
+def atomic_write(path, write) -> None:
+    """Call ``write(tmp_path)``, then ``os.replace(tmp_path, path)``.
+
+    The temp file sits in ``path``'s folder (``os.replace`` is atomic only within one file
+    system) and keeps ``path``'s extension (writers such as h5py or matplotlib look at it). If
+    anything fails, the temp file is removed and ``path`` is left as it was: absent, or the
+    previous complete version. OSErrors (read-only or full disk, ...) are re-raised with a
+    message naming the file and what to do.
+
+    Example:
+        >>> import tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "note.txt")
+        >>> atomic_write(path, lambda tmp: open(tmp, "w").write("hi"))
+        >>> open(path).read()
+        'hi'
+    """
+    path = os.fspath(path)
+    directory, name = os.path.split(os.path.abspath(path))
+    stem, ext = os.path.splitext(name)
+    tmp = os.path.join(directory, f".{stem}.tmp-{os.getpid()}{ext}")
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException as exc:
+        try:
+            os.remove(tmp)
+        except OSError:
+            pass
+        if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+            raise OSError(exc.errno, f"Could not write {path}: {_os_error_hint(exc)}") from exc
+        raise
+
+
+def _os_error_hint(exc: OSError) -> str:
+    import errno
+
+    reason = exc.strerror or str(exc)
+    if exc.errno == errno.ENOSPC:
+        return f"{reason} (the disk is full). Free some space or choose another output folder."
+    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
+        return (f"{reason} (the output folder is not writable). Choose a writable output "
+                "folder or fix its permissions.")
+    return f"{reason}."
+
+
 def save_config(config: TrainConfig, path) -> None:
     """Write the resolved config as YAML, atomically (temp file + os.replace)."""
     text = yaml.safe_dump(config.as_dict(), sort_keys=False, default_flow_style=None)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as handle:
+            handle.write(text)
+
+    atomic_write(path, write)
 
 
 def read_config(path) -> TrainConfig:

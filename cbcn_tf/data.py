@@ -157,6 +157,8 @@ def load_dataset(
     input_context: tf.distribute.InputContext | None = None,
     drop_remainder: bool = False,
     cache: bool = False,
+    epochs: tuple | None = None,
+    steps_per_epoch: int | None = None,
 ) -> tf.data.Dataset:
     """Build a batched, prefetched ``(image, label)`` pipeline for one split.
 
@@ -194,6 +196,13 @@ def load_dataset(
     ``cache=True`` keeps the decoded source images in memory after the first epoch (CIFAR-10:
     about 150 MB), so later epochs skip JPEG decoding.
 
+    ``epochs=(start, stop)`` (with ``training=True``) returns the epochs ``start .. stop - 1``
+    back to back, each shuffled and augmented as a pure function of ``(seed, epoch)``: a
+    training run resumed at epoch ``start`` in a new process sees exactly the batches an
+    uninterrupted run sees (the default ``reshuffle_each_iteration`` order depends on how often
+    the pipeline was iterated in this process). ``steps_per_epoch`` then takes that many
+    batches per epoch (repeating the epoch's order if it has fewer).
+
     Example::
 
         train = load_dataset("folder:/work/shared/datasets/cifar10", "train", training=True,
@@ -223,6 +232,31 @@ def load_dataset(
     if cache:
         ds = ds.cache()
     prepare = _make_prepare(info, training=training, rotate=rotate, seed=seed)
+    if training and epochs is not None:
+        source = ds
+
+        def one_epoch(epoch):
+            # Seeds are pure functions of (seed, epoch): no state carried between epochs.
+            epoch_seed = (int(seed) * 1_000_003 + int(epoch)) % (2**63 - 1)
+            shuffled = source.shuffle(shuffle_buffer, seed=epoch_seed,
+                                      reshuffle_each_iteration=False)
+            batches = shuffled.map(
+                lambda index, example: prepare(
+                    index, example, aug_seed=tf.stack([tf.constant(epoch_seed, tf.int64), index])),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            ).batch(batch_size, drop_remainder=drop_remainder)
+            if steps_per_epoch:
+                batches = batches.repeat().take(steps_per_epoch)
+            return batches
+
+        # One small pipeline per epoch, concatenated as a balanced tree (shallow nesting).
+        parts = [one_epoch(epoch) for epoch in range(*epochs)]
+        if not parts:
+            raise ValueError(f"epochs={tuple(epochs)} is an empty range of epochs.")
+        while len(parts) > 1:
+            parts = [a.concatenate(b) for a, b in zip(parts[::2], parts[1::2])] + (
+                [parts[-1]] if len(parts) % 2 else [])
+        return parts[0].prefetch(tf.data.AUTOTUNE)
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)

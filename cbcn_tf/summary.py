@@ -37,14 +37,17 @@ COUNTS = ("binary_macs", "float_macs", "learned_binary_weights", "deployed_binar
           "float_params")
 
 
-def _is_binary(quantizer) -> bool:
-    return getattr(quantizer, "precision", None) == 1
+def is_binary_layer(layer) -> bool:
+    """Input and kernel both quantised to 1 bit (what larq.models.summary calls binary)."""
+    return all(getattr(getattr(layer, attr, None), "precision", None) == 1
+               for attr in ("input_quantizer", "kernel_quantizer"))
 
 
-def _flatten(model):
+def iter_layers(model):
+    """Every layer of ``model``, descending into nested models."""
     for layer in model.layers:
         if isinstance(layer, tf.keras.Model):
-            yield from _flatten(layer)
+            yield from iter_layers(layer)
         else:
             yield layer
 
@@ -70,9 +73,7 @@ def _layer_row(layer) -> dict:
     is_conv = isinstance(layer, tf.keras.layers.Conv2D) or isinstance(
         layer, tf.keras.layers.DepthwiseConv2D)
     macs = macs_per_pixel * (_output_pixels(layer) if is_conv else 1)
-    binary = _is_binary(getattr(layer, "kernel_quantizer", None)) and _is_binary(
-        getattr(layer, "input_quantizer", None))
-    if binary:
+    if is_binary_layer(layer):
         row.update(binary_macs=macs, learned_binary_weights=learned,
                    deployed_binary_weights=deployed, float_params=other)
     else:
@@ -135,7 +136,7 @@ def summary(model: tf.keras.Model, print_fn=print) -> ModelSummary:
     """BOPs, FLOPs, learned vs deployed 1-bit weights and memory of a built Keras model."""
     if not model.built:
         raise ValueError("cbcn_tf.summary needs a built model: call it on an input or build it.")
-    result = ModelSummary(model.name, [_layer_row(layer) for layer in _flatten(model)])
+    result = ModelSummary(model.name, [_layer_row(layer) for layer in iter_layers(model)])
     if print_fn is not None:
         print_fn(str(result))
     return result

@@ -32,10 +32,14 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import math
 import os
+import shutil
+import tempfile
 import warnings
 
 import larq as lq
+import numpy as np
 import tensorflow as tf
 
 from cbcn_tf import config as config_lib
@@ -43,7 +47,7 @@ from cbcn_tf import data as data_lib
 from cbcn_tf import plots
 from cbcn_tf.summary import summary as cbcn_summary
 
-STRATEGIES = ("none", "mirrored")
+STRATEGIES = ("none", "mirrored", "multi_worker")
 MODEL_FILE = "model.h5"
 HISTORY_FILE = "history.csv"
 SUMMARY_FILE = "summary.txt"
@@ -54,6 +58,17 @@ TENSORBOARD_DIR = "tensorboard"
 EVAL_SEED = 0
 # Settings that must match for --resume: they decide the architecture and its weights.
 _RESUME_KEYS = ("model", "model_kwargs", "dataset")
+# Smallest input height / width of the zoo models: the product of their strides, so every
+# stride-2 conv / pool still halves a map of at least 2x2 (smaller inputs build, since all
+# padding is "same", but the last stages then run on 1x1 maps padded with constants).
+MIN_INPUT_SIZE = {
+    "cbcn_resnet18": 8, "xnor_resnet18": 8, "xnor_resnet18_doubled": 8,
+    "cbcn_resnet18_imagenet": 32, "cbcn_lenet": 8, "cbcn_wrn22": 4, "cbcn_wrn40": 4,
+}
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite; the message says what to try."""
 
 
 @dataclasses.dataclass
@@ -68,7 +83,13 @@ class TrainResult:
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
-    """The distribution strategy for ``--distribute NAME``: "none" or "mirrored".
+    """The distribution strategy for ``--distribute NAME``.
+
+    "none": the default strategy; "mirrored": ``MirroredStrategy`` over all local devices;
+    "multi_worker": ``MultiWorkerMirroredStrategy`` with the cluster and this process' task
+    from the ``TF_CONFIG`` environment variable (see docs/DISTRIBUTED.md). TensorFlow needs
+    the multi-worker strategy created before any other TF op runs in the process, which is why
+    `train` creates it first.
 
     Example:
         >>> make_strategy("none").num_replicas_in_sync
@@ -78,7 +99,39 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         return tf.distribute.get_strategy()
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
+    if name == "multi_worker":
+        return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(f"Unknown distribution strategy {name!r}; use one of {', '.join(STRATEGIES)}.")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run (checkpoints, history, summaries, model.h5).
+
+    True without distribution and for MirroredStrategy; under MultiWorkerMirroredStrategy
+    only for the "chief" task (or worker 0 when TF_CONFIG has no chief).
+    """
+    return bool(strategy.extended.should_checkpoint)
+
+
+def _task(strategy) -> tuple:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None:
+        return None, 0
+    return resolver.task_type, resolver.task_id or 0
+
+
+def scaled_lr(config: config_lib.TrainConfig) -> float:
+    """``lr`` after the ``lr_scaling`` rule: ``lr * batch_size / base_batch_size`` if "linear".
+
+    Example:
+        >>> cfg = config_lib.TrainConfig(lr=0.1, batch_size=1024, lr_scaling="linear",
+        ...                              base_batch_size=256)
+        >>> round(scaled_lr(cfg), 6)
+        0.4
+    """
+    if config.lr_scaling == "linear":
+        return config.lr * config.batch_size / config.base_batch_size
+    return config.lr
 
 
 def lr_schedule(config: config_lib.TrainConfig):
@@ -87,15 +140,18 @@ def lr_schedule(config: config_lib.TrainConfig):
     The rate depends on the epoch only (Keras passes the current rate as a second argument,
     which is ignored), so a resumed run gets the same rates as an uninterrupted one.
 
+    ``lr`` is first scaled by `scaled_lr` (``lr_scaling``).
+
     Example:
         >>> schedule = lr_schedule(config_lib.load_config("cifar10_resnet18_k4"))
         >>> [round(schedule(epoch), 6) for epoch in (0, 59, 60, 120, 160)]
         [0.1, 0.1, 0.02, 0.004, 0.0008]
     """
     milestones = sorted(config.lr_milestones)
+    base = scaled_lr(config)
 
     def schedule(epoch: int, current_lr=None) -> float:
-        return config.lr * config.lr_gamma ** sum(epoch >= m for m in milestones)
+        return base * config.lr_gamma ** sum(epoch >= m for m in milestones)
 
     return schedule
 
@@ -106,6 +162,35 @@ def resolve_config(config: config_lib.TrainConfig) -> config_lib.TrainConfig:
     kwargs = {"input_shape": list(info.input_shape), "num_classes": info.num_classes}
     kwargs.update(config.model_kwargs)
     return dataclasses.replace(config, model_kwargs=kwargs)
+
+
+def check_model_settings(config: config_lib.TrainConfig) -> None:
+    """Refuse, before building anything, an unknown model or an input below its minimum size.
+
+    Example:
+        >>> cfg = config_lib.TrainConfig(model="cbcn_resnet18_imagenet",
+        ...                              model_kwargs={"input_shape": [16, 16, 3]})
+        >>> check_model_settings(cfg)
+        Traceback (most recent call last):
+        ...
+        ValueError: Input shape (16, 16, 3) is too small for cbcn_resnet18_imagenet: its strides downsample by 32, so it needs at least 32x32 inputs. Use a dataset with larger images or set model_kwargs.input_shape to at least [32, 32, C].
+    """
+    from cbcn_tf.models import list_models
+
+    if config.model not in list_models():
+        raise ValueError(
+            f"Unknown model {config.model!r}. Valid names: {', '.join(list_models())}.")
+    shape = config.model_kwargs.get("input_shape")
+    minimum = MIN_INPUT_SIZE.get(config.model)
+    if shape is None or minimum is None:
+        return
+    if len(shape) != 3:
+        raise ValueError(f"input_shape must be (height, width, channels), got {tuple(shape)}.")
+    if min(shape[:2]) < minimum:
+        raise ValueError(
+            f"Input shape {tuple(shape)} is too small for {config.model}: its strides downsample "
+            f"by {minimum}, so it needs at least {minimum}x{minimum} inputs. Use a dataset with "
+            f"larger images or set model_kwargs.input_shape to at least [{minimum}, {minimum}, C].")
 
 
 def build_model(config: config_lib.TrainConfig) -> tf.keras.Model:
@@ -274,32 +359,80 @@ class _CenterLossStage(tf.keras.callbacks.Callback):
         self.model.center_loss_weight.assign(self.weight if epoch >= self.start_epoch else 0.0)
 
 
-class _ResumableCSVLogger(tf.keras.callbacks.CSVLogger):
-    """CSVLogger in append mode that first drops rows of the epochs this fit will (re)run.
+class _HistoryLogger(tf.keras.callbacks.Callback):
+    """history.csv: one row per completed epoch, the whole file rewritten atomically each time.
 
-    A run killed after writing epoch e's row but before its backup finished repeats epoch e on
-    resume; without the trim, history.csv would list e twice.
+    On (re)start it first drops rows of the epochs this fit will (re)run: a run killed after
+    writing epoch e's row but before its backup finished repeats epoch e on resume, and
+    without the trim history.csv would list e twice. A kill never leaves a half-written row.
     """
 
     def __init__(self, filename):
-        super().__init__(filename, append=True)
-        self._opened = False
+        super().__init__()
+        self.filename = filename
+        self.rows = None
 
     def on_train_begin(self, logs=None):
-        self._opened = False  # opened at the first epoch, once the restored epoch is known
+        self.rows = None  # read at the first epoch, once the restored epoch is known
 
     def on_epoch_begin(self, epoch, logs=None):
-        if not self._opened:
+        if self.rows is None:
             rows = read_history(self.filename) if os.path.exists(self.filename) else []
-            kept = [row for row in rows if int(row["epoch"]) < epoch]
-            if len(kept) < len(rows):
-                _write_csv(self.filename, kept)
-            super().on_train_begin()
-            self._opened = True
+            self.rows = [row for row in rows if row["epoch"] < epoch]
+            if len(self.rows) < len(rows):
+                _write_csv(self.filename, self.rows)
 
-    def on_train_end(self, logs=None):
-        if self._opened:  # a resumed run that was already complete runs no epoch
-            super().on_train_end(logs)
+    def on_epoch_end(self, epoch, logs=None):
+        row = {"epoch": epoch}
+        row.update({key: float(np.asarray(value)) for key, value in sorted((logs or {}).items())})
+        self.rows.append(row)
+        _write_csv(self.filename, self.rows)
+
+
+class NaNGuard(tf.keras.callbacks.TerminateOnNaN):
+    """Keras' TerminateOnNaN that also raises `TrainingDiverged` saying what to try.
+
+    It raises inside the batch, so the epoch is not completed: BackupAndRestore keeps the last
+    good epoch's checkpoint and history.csv its rows, and ``--resume`` with a lower ``lr``
+    continues from there.
+    """
+
+    def __init__(self, lr: float, backup_dir: str | None = None):
+        super().__init__()
+        self.lr, self.backup_dir, self.epoch = lr, backup_dir, 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is None or np.all(np.isfinite(loss)):
+            return
+        super().on_batch_end(batch, logs)  # sets model.stop_training, prints Keras' line
+        resume = ""
+        if self.backup_dir:
+            resume = (f" The last completed epoch is kept in {self.backup_dir}: rerun with "
+                      "--resume (and the lower lr) to continue from it.")
+        raise TrainingDiverged(
+            f"Training diverged: the loss became {float(np.asarray(loss))} at epoch "
+            f"{self.epoch + 1}, step {batch + 1}. Try a lower learning rate (lr is {self.lr:g}; "
+            f"e.g. --set lr={self.lr / 10:g}), and check the data for NaN/Inf values and its "
+            f"normalisation (mean/std).{resume}")
+
+
+class _CheckStartEpoch(tf.keras.callbacks.Callback):
+    """Fails loudly if Keras resumes at another epoch than the data pipeline was built for."""
+
+    def __init__(self, start_epoch: int):
+        super().__init__()
+        self.start_epoch, self.checked = start_epoch, False
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not self.checked and epoch != self.start_epoch:
+            raise RuntimeError(
+                f"BackupAndRestore resumed at epoch {epoch} but the data pipeline starts at "
+                f"epoch {self.start_epoch}; the backup folder changed during startup.")
+        self.checked = True
 
 
 # --- runs ------------------------------------------------------------------------------------
@@ -309,24 +442,80 @@ def train(config: config_lib.TrainConfig, output_dir: str, *, resume: bool = Fal
           verbose: int = 1) -> TrainResult:
     """Train ``config`` into ``output_dir`` (see the module docstring for what is written).
 
-    Refuses (ValueError) an output folder that already holds a run unless ``resume``, and a
-    resume whose model / model_kwargs / dataset differ from the saved config.yaml.
+    Everything is checked before anything is written (config values, model name, input size,
+    dataset, output folder); a failure while setting up removes what this call created. The
+    output folder must be new or empty, or hold a run of the same model: with ``resume`` it
+    continues there (more epochs, another lr, ...); without it, it continues only an
+    *interrupted* run (backup present, no model.h5) whose saved config equals ``config``, so a
+    killed job restarted with the same command picks up where it stopped. Any other folder
+    holding a run is refused (ValueError).
+
+    Distributed (``config.distribute``): the global ``batch_size`` is split across replicas
+    and each worker reads its own shard (``strategy.distribute_datasets_from_function`` with
+    the data module's ``input_context``: no auto-sharding). Only the chief writes into
+    ``output_dir``; other workers write to a temporary folder that is deleted at the end.
+
     ``verbose`` is Keras' (1: progress bar, 2: one line per epoch, 0: silent).
     """
-    config = resolve_config(config)
-    output_dir = os.path.abspath(output_dir)
-    os.makedirs(output_dir, exist_ok=True)
-    resuming = _check_output_dir(output_dir, config, resume)
-    if verbose:
-        print(f"{'Resuming' if resuming else 'Training'} {config.model} on {config.dataset} "
-              f"in {output_dir}")
+    # MultiWorkerMirroredStrategy must exist before any TF op runs in this process.
+    strategy = make_strategy(config.distribute)
+    chief = is_chief(strategy)
+    config_lib.check_values(config)
+    config = resolve_config(config)  # unknown dataset / unreadable folders fail here
+    check_model_settings(config)
+    replicas = strategy.num_replicas_in_sync
+    if config.batch_size % replicas:
+        raise ValueError(
+            f"batch_size {config.batch_size} is the global batch and must divide evenly across "
+            f"the {replicas} replicas; use a multiple of {replicas}.")
 
+    output_dir = os.path.abspath(output_dir)
+    created = []  # what this call created, removed again if setup fails
+    if chief:
+        resuming = _check_output_dir(output_dir, config, resume)
+        if not os.path.isdir(output_dir):
+            _makedirs(output_dir, created)
+        workdir = output_dir
+    else:  # non-chief: the Keras multi-worker recipe, a private folder deleted at the end
+        resuming = os.path.isdir(os.path.join(output_dir, BACKUP_DIR))
+        task_type, task_id = _task(strategy)
+        workdir = tempfile.mkdtemp(prefix=f"cbcn-{task_type}{task_id}-")
+    if verbose:
+        role = "" if chief else f" (worker {_task(strategy)[1]}, temporary files in {workdir})"
+        print(f"{'Resuming' if resuming else 'Training'} {config.model} on {config.dataset} "
+              f"in {output_dir}{role}")
+    try:
+        try:
+            fit = _setup(config, strategy, output_dir, workdir, chief, verbose, created)
+        except BaseException:
+            for path in reversed(created):
+                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else _remove(path)
+            raise
+        fit_model, model, callbacks, train_data, eval_data, steps = fit
+        fit_model.fit(train_data, epochs=config.epochs + config.center_loss_epochs,
+                      steps_per_epoch=steps["train"], validation_data=eval_data,
+                      validation_steps=steps["eval"], callbacks=callbacks, verbose=verbose)
+
+        save_model(model, os.path.join(workdir, MODEL_FILE))
+        history = read_history(os.path.join(workdir, HISTORY_FILE))
+        if chief:
+            curves = os.path.join(output_dir, CURVES_FILE)
+            try:
+                plots.plot_curves({config.model: history}, curves)
+            finally:
+                _remove(f"{curves}.tmp")
+    finally:
+        if not chief:
+            shutil.rmtree(workdir, ignore_errors=True)
+    return TrainResult(model, fit_model.optimizer, history, output_dir)
+
+
+def _setup(config, strategy, output_dir, workdir, chief, verbose, created):
     tf.keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
-    train_data, eval_data = _training_data(config)
-
-    strategy = make_strategy(config.distribute)
+    backup_dir = os.path.join(output_dir, BACKUP_DIR)
+    start_epoch = _saved_epoch(backup_dir) + 1
     with strategy.scope():
         model = build_model(config)
         add_weight_decay(model, config.weight_decay, config.weight_decay_scope)
@@ -335,34 +524,39 @@ def train(config: config_lib.TrainConfig, output_dir: str, *, resume: bool = Fal
             fit_model = CenterLossModel(model, weight=0.0, alpha=config.center_loss_alpha)
             fit_model(tf.zeros([1, *model.input_shape[1:]]))  # build it for BackupAndRestore
         compile_for_classification(fit_model, make_optimizer(config))
+    if start_epoch > 0:
+        _check_backup_matches(fit_model, backup_dir)
+    train_data, eval_data, steps = _training_data(config, strategy, start_epoch, verbose)
 
-    config_lib.save_config(config, os.path.join(output_dir, config_lib.CONFIG_FILE))
-    write_summary(model, os.path.join(output_dir, SUMMARY_FILE))
+    total_epochs = config.epochs + config.center_loss_epochs
+    # Every worker computes the summary (reading some variables runs collective ops under
+    # MultiWorkerMirroredStrategy, which all workers must join); non-chiefs write to workdir.
+    for name, write in ((SUMMARY_FILE, lambda path: write_summary(model, path)),
+                        (config_lib.CONFIG_FILE,
+                         lambda path: config_lib.save_config(config, path))):
+        path = os.path.join(workdir, name)
+        existed = os.path.exists(path)
+        write(path)
+        if not existed and chief:
+            created.append(path)
 
-    history_path = os.path.join(output_dir, HISTORY_FILE)
     callbacks = [
+        _CheckStartEpoch(min(start_epoch, total_epochs)),
         tf.keras.callbacks.LearningRateScheduler(lr_schedule(config)),
+        NaNGuard(scaled_lr(config), backup_dir if start_epoch > 0 or chief else None),
         # Logged before the backup: a kill in between repeats the epoch (the logger trims).
-        _ResumableCSVLogger(history_path),
+        _HistoryLogger(os.path.join(workdir, HISTORY_FILE)),
         # Saves weights + optimizer state + epoch at every epoch end; kept after training so
-        # that a later --resume with more epochs continues.
-        tf.keras.callbacks.BackupAndRestore(os.path.join(output_dir, BACKUP_DIR),
-                                            delete_checkpoint=False),
+        # that a later --resume with more epochs continues. Non-chief workers write to
+        # backup/workertemp_<id>, which Keras deletes after every save.
+        tf.keras.callbacks.BackupAndRestore(backup_dir, delete_checkpoint=False),
     ]
     if config.center_loss_epochs:
         callbacks.append(_CenterLossStage(config.epochs, config.center_loss_weight))
     if config.tensorboard:
         callbacks.append(tf.keras.callbacks.TensorBoard(
-            os.path.join(output_dir, TENSORBOARD_DIR), write_graph=False, profile_batch=0))
-
-    fit_model.fit(train_data, epochs=config.epochs + config.center_loss_epochs,
-                  steps_per_epoch=config.steps_per_epoch, validation_data=eval_data,
-                  callbacks=callbacks, verbose=verbose)
-
-    save_model(model, os.path.join(output_dir, MODEL_FILE))
-    history = read_history(history_path)
-    plots.plot_curves({config.model: history}, os.path.join(output_dir, CURVES_FILE))
-    return TrainResult(model, fit_model.optimizer, history, output_dir)
+            os.path.join(workdir, TENSORBOARD_DIR), write_graph=False, profile_batch=0))
+    return fit_model, model, callbacks, train_data, eval_data, steps
 
 
 def evaluate(model, dataset: str, *, split: str = "test", rotate: bool = False,
@@ -418,11 +612,13 @@ def load_model(path) -> tf.keras.Model:
 
 def save_model(model: tf.keras.Model, path) -> None:
     """Save ``model`` as Keras HDF5 without optimizer, atomically (temp file + os.replace)."""
-    tmp = f"{path}.tmp"
-    with warnings.catch_warnings():  # HDF5 is chosen on purpose: it reloads CBConv2D exactly
-        warnings.filterwarnings("ignore", "You are saving your model as an HDF5 file")
-        model.save(tmp, save_format="h5", include_optimizer=False)
-    os.replace(tmp, path)
+
+    def write(tmp):
+        with warnings.catch_warnings():  # HDF5 is chosen on purpose: it reloads CBConv2D exactly
+            warnings.filterwarnings("ignore", "You are saving your model as an HDF5 file")
+            model.save(tmp, save_format="h5", include_optimizer=False)
+
+    config_lib.atomic_write(path, write)
 
 
 def summary_text(model: tf.keras.Model) -> str:
@@ -435,11 +631,13 @@ def summary_text(model: tf.keras.Model) -> str:
 
 def write_summary(model: tf.keras.Model, path) -> str:
     text = summary_text(model)
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
+    config_lib.atomic_write(path, lambda tmp: _write_text(tmp, text))
     return text
+
+
+def _write_text(path, text) -> None:
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
 
 
 def read_history(path) -> list:
@@ -459,45 +657,172 @@ def _float(value):
 
 
 def _write_csv(path, rows) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        if rows:
-            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    os.replace(tmp, path)
+    def write(tmp):
+        with open(tmp, "w", newline="", encoding="utf-8") as handle:
+            if rows:
+                fields = list(dict.fromkeys(key for row in rows for key in row))
+                writer = csv.DictWriter(handle, fieldnames=fields, restval="NA")
+                writer.writeheader()
+                writer.writerows(rows)
+
+    config_lib.atomic_write(path, write)
+
+
+def _remove(path) -> None:
+    try:
+        os.remove(path)
+    except OSError:
+        pass
+
+
+def _makedirs(path, created) -> None:
+    """Create ``path`` and its missing parents, recording the top-most created folder."""
+    top = path
+    while not os.path.exists(os.path.dirname(top)) and os.path.dirname(top) != top:
+        top = os.path.dirname(top)
+    try:
+        os.makedirs(path)
+    except OSError as exc:
+        raise OSError(exc.errno, f"Could not create the output folder {path}: "
+                      f"{config_lib._os_error_hint(exc)}") from exc
+    created.append(top)
+
+
+def _latest_backup(backup_dir):
+    return tf.train.latest_checkpoint(os.path.join(backup_dir, "chief"))
+
+
+def _saved_epoch(backup_dir) -> int:
+    """The last epoch BackupAndRestore saved in ``backup_dir`` (-1: none)."""
+    latest = _latest_backup(backup_dir)
+    if latest is None:
+        return -1
+    try:
+        return int(tf.train.load_variable(latest, "ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE"))
+    except (tf.errors.NotFoundError, ValueError) as exc:
+        raise ValueError(
+            f"{backup_dir} does not hold a cbcn training backup ({exc}); choose another output "
+            "folder.") from None
+
+
+def _check_backup_matches(model, backup_dir) -> None:
+    """Refuse a backup saved from another architecture (Keras would fail deep inside fit or,
+    worse, restore only the variables that happen to fit)."""
+    from collections import Counter
+
+    latest = _latest_backup(backup_dir)
+    theirs = Counter(
+        tuple(shape) for name, shape in tf.train.list_variables(latest)
+        if name.startswith("model/") and name.endswith("/.ATTRIBUTES/VARIABLE_VALUE")
+        and "/optimizer/" not in name and "OPTIMIZER_SLOT" not in name)
+    mine = Counter(tuple(v.shape.as_list()) for v in model.weights)
+    mismatch = mine != theirs
+    if not mismatch:
+        try:
+            status = tf.train.Checkpoint(model=model).read(latest)
+            status.assert_existing_objects_matched()
+            status.expect_partial()
+        except (AssertionError, ValueError, tf.errors.OpError):
+            mismatch = True
+    if mismatch:
+        raise ValueError(
+            f"{backup_dir} holds checkpoints of another model (its variables do not match "
+            f"{model.name} with these model_kwargs). Use the settings of that run, or another "
+            "output folder.")
 
 
 def _check_output_dir(output_dir: str, config, resume: bool) -> bool:
     """Return whether there is a run to resume; raise ValueError for a folder we must not use."""
     config_path = os.path.join(output_dir, config_lib.CONFIG_FILE)
-    has_run = os.path.exists(config_path) or os.path.isdir(os.path.join(output_dir, BACKUP_DIR))
-    if has_run and not resume:
+    backup = os.path.join(output_dir, BACKUP_DIR)
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ValueError(f"Output {output_dir} is a file; choose a folder.")
+    has_backup = _latest_backup(backup) is not None if os.path.isdir(backup) else False
+    has_run = (os.path.exists(config_path) or has_backup
+               or os.path.exists(os.path.join(output_dir, MODEL_FILE)))
+    if not has_run:
+        return False
+    saved = config_lib.read_config(config_path) if os.path.exists(config_path) else None
+    finished = os.path.exists(os.path.join(output_dir, MODEL_FILE))
+    # An interrupted run (no model.h5 yet) restarted with the same command continues.
+    interrupted_same = (saved == config and has_backup and not finished)
+    if not resume and not interrupted_same:
         raise ValueError(
             f"{output_dir} already holds a training run; pass --resume (resume=True) to continue "
             "it, or choose another output folder.")
-    if has_run and os.path.exists(config_path):
-        saved = config_lib.read_config(config_path)
+    if saved is not None:
         for key in _RESUME_KEYS:
             if getattr(saved, key) != getattr(config, key):
                 raise ValueError(
                     f"Cannot resume {output_dir}: its {key} is {getattr(saved, key)!r} but this "
                     f"run asks for {getattr(config, key)!r} ({', '.join(_RESUME_KEYS)} must match "
                     "the saved config.yaml). Use the same settings or another output folder.")
-    return has_run
+    elif has_backup:
+        _saved_epoch(backup)  # a foreign checkpoint folder fails here; shapes checked later
+    return True
 
 
-def _training_data(config):
-    common = dict(batch_size=config.batch_size, data_dir=config.data_dir,
-                  validation_fraction=config.validation_fraction)
-    train_data = data_lib.load_dataset(config.dataset, config.train_split, training=True,
-                                       rotate=config.rotate_train, seed=config.seed, **common)
-    if config.steps_per_epoch:
-        train_data = train_data.repeat()
-    # Validate each epoch on the protocol's test set: rotated when training on rotated images.
-    eval_data = data_lib.load_dataset(config.dataset, config.eval_split, rotate=config.rotate_train,
-                                      seed=EVAL_SEED, **common)
-    return train_data, eval_data
+def _training_data(config, strategy, start_epoch: int, verbose: int = 0):
+    """Per-worker input pipelines and the steps per epoch every worker runs.
+
+    Training data is the epochs ``start_epoch ..`` of `data_lib.load_dataset(epochs=...)`:
+    each epoch's order and augmentation are a pure function of (seed, epoch), so a resumed
+    run gets the batches an uninterrupted one gets. Each input pipeline (one per worker) reads
+    shard ``input_pipeline_id`` of ``num_input_pipelines``, sharded before shuffling.
+    """
+    total_epochs = config.epochs + config.center_loss_epochs
+    first = min(start_epoch, total_epochs - 1)  # a finished run still needs a valid pipeline
+    common = dict(data_dir=config.data_dir, validation_fraction=config.validation_fraction)
+    # Only multi_worker uses distribute_datasets_from_function; the default strategy and
+    # MirroredStrategy (one worker: Keras splits each global batch across local replicas,
+    # including the last partial one) get plain datasets.
+    distributed = config.distribute == "multi_worker"
+    workers = getattr(strategy.extended, "_num_workers", 1) if distributed else 1
+    multi = workers > 1
+    steps = {"train": config.steps_per_epoch, "eval": None}
+    if distributed:
+        # Distributed datasets need explicit step counts, and every worker must run the same
+        # number of steps: the smallest shard decides (its last partial batch is dropped).
+        per_worker = config.batch_size // workers
+        for key, split in (("train", config.train_split), ("eval", config.eval_split)):
+            size = int(data_lib.load_dataset(config.dataset, split, batch_size=1,
+                                             **common).cardinality())
+            count = size // workers // per_worker if multi else math.ceil(size / per_worker)
+            if not count:
+                raise ValueError(
+                    f"batch_size {config.batch_size} is larger than a worker's shard of the "
+                    f"{split!r} split ({size // workers} examples); lower batch_size.")
+            if steps[key] is None:
+                steps[key] = count
+
+    def train_fn(context):
+        if verbose and multi:
+            print(f"Input pipeline {context.input_pipeline_id} of "
+                  f"{context.num_input_pipelines}: batches of "
+                  f"{context.get_per_replica_batch_size(config.batch_size)} per replica")
+        return data_lib.load_dataset(
+            config.dataset, config.train_split, training=True, rotate=config.rotate_train,
+            seed=config.seed, batch_size=config.batch_size, input_context=context,
+            drop_remainder=multi, epochs=(first, total_epochs),
+            steps_per_epoch=steps["train"], **common)
+
+    def eval_fn(context):
+        # Validate each epoch on the protocol's test set: rotated when training on rotated
+        # images.
+        return data_lib.load_dataset(
+            config.dataset, config.eval_split, rotate=config.rotate_train, seed=EVAL_SEED,
+            batch_size=config.batch_size, input_context=context, drop_remainder=multi,
+            **common)
+
+    if not distributed:
+        train_data = train_fn(tf.distribute.InputContext())
+        eval_data = eval_fn(tf.distribute.InputContext())
+        if steps["train"] is None:  # one pass over the split per epoch
+            steps["train"] = int(train_data.cardinality()) // (total_epochs - first)
+        return train_data, eval_data, steps
+    train_data = strategy.distribute_datasets_from_function(train_fn)
+    eval_data = strategy.distribute_datasets_from_function(eval_fn)
+    return train_data, eval_data, steps
 
 
 def _layers(model):

@@ -8,12 +8,7 @@ Example:
     >>> export_lce(model, "/tmp/cbconv.tflite").ops["LceBconv2d"]
     1
 """
-from cbcn_tf.converters.benchmark import (
-    KERNELS,
-    BenchmarkReport,
-    Measurement,
-    benchmark_tflite,
-)
+from cbcn_tf.converters.benchmark import KERNELS, BenchmarkReport, Measurement, benchmark_tflite
 from cbcn_tf.converters.lce import (
     ChannelScale,
     ExportResult,
@@ -27,17 +22,19 @@ from cbcn_tf.converters.lce import (
     check_parity,
     export_lce,
     export_tflite,
+    input_shapes,
     lce_flatbuffer,
-    random_inputs,
     materialize_cbconv,
+    random_inputs,
     size_report,
     tflite_flatbuffer,
     tflite_interpreter,
 )
 
 __all__ = [
-    "KERNELS", "BenchmarkReport", "Measurement", "benchmark_tflite",
-    "ChannelScale", "ExportResult", "FloatFallbackWarning", "OpAudit", "Parity", "ParityWarning", "SizeReport",
-    "audit_ops", "check_exportable", "check_parity", "export_lce", "export_tflite",
-    "lce_flatbuffer", "materialize_cbconv", "random_inputs", "size_report", "tflite_flatbuffer", "tflite_interpreter",
+    "KERNELS", "BenchmarkReport", "ChannelScale", "ExportResult", "FloatFallbackWarning",
+    "Measurement", "OpAudit", "Parity", "ParityWarning", "SizeReport", "audit_ops",
+    "benchmark_tflite", "check_exportable", "check_parity", "export_lce", "export_tflite",
+    "input_shapes", "lce_flatbuffer", "materialize_cbconv", "random_inputs", "size_report",
+    "tflite_flatbuffer", "tflite_interpreter",
 ]

@@ -3,7 +3,7 @@
 Numbers measured here come from x86 builds of the kernels. LCE's optimised binary kernels
 target ARM64 (phones, Raspberry Pi); on x86 they are much slower relative to float XNNPack, so
 an x86 ratio says little about a phone. Measure on the device with LCE's ``lce_benchmark_model``
-binary (docs/DEPLOY.md) and report the kernel and thread count with every number.
+binary (README, "Deploy to a phone") and report the kernel and thread count with every number.
 
 Configurations run round-robin (one invocation each per round, starting position rotated every
 round) after a warm-up, so drift of the host (other jobs, frequency scaling) hits all alike.
@@ -26,13 +26,13 @@ import time
 import larq_compute_engine as lce
 import numpy as np
 
-from cbcn_tf.converters.lce import audit_ops, random_inputs, tflite_interpreter
+from cbcn_tf.converters.lce import audit_ops, input_shapes, random_inputs, tflite_interpreter
 
 KERNELS = ("default", "indirect_bgemm", "reference")
 X86_CAVEAT = (
-    "Measured on {machine} with {cpus} CPUs. LCE's optimised binary kernels target ARM64; "
-    "x86 timings of LCE are not representative of a phone. Measure on the device with "
-    "lce_benchmark_model (see docs/DEPLOY.md)."
+    "Measured on {machine} with {cpus} CPUs. LCE's optimised binary kernels target ARM64: "
+    "timings on an x86 host are not those of a phone (x86 kernels are not ARM's). Measure on "
+    "the device with lce_benchmark_model (README, "Deploy to a phone")."
 )
 
 
@@ -133,7 +133,7 @@ def _xnnpack_runner(flatbuffer: bytes, threads: int, inputs: list):
 
 
 def _configurations(name: str, flatbuffer: bytes, threads, kernels, seed: int) -> list:
-    inputs = random_inputs(lce.testing.Interpreter(flatbuffer).input_shapes, 1, seed)
+    inputs = random_inputs(input_shapes(flatbuffer), 1, seed)
     if any(op.startswith("Lce") for op in audit_ops(flatbuffer).counts):
         return [(name, "lce", kernel, n, _lce_runner(flatbuffer, kernel, n, inputs))
                 for kernel in kernels for n in threads]

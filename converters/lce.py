@@ -38,6 +38,7 @@ import tensorflow as tf
 from larq_compute_engine.mlir.python import tflite_schema
 
 from cbcn_tf import summary as cbcn_summary
+from cbcn_tf.summary import is_binary_layer, iter_layers
 from cbcn_tf.layers import CBConv2D
 
 # Custom ops the LCE runtime registers; any other custom op (incl. Flex*) cannot run.
@@ -118,7 +119,11 @@ class OpAudit:
                      if not name.isupper() and name not in LCE_CUSTOM_OPS)
 
     def ops_touching(self, layer_name: str, op_name: str) -> int:
-        """How many ``op_name`` ops read or write a tensor named after Keras layer ``layer_name``."""
+        """How many ``op_name`` ops read or write a tensor of Keras layer ``layer_name``.
+
+        Tensor names carry the layer scope (``model/cb1_binary/approx_sign/Sign``), possibly
+        truncated, so a miss means "not found by name", not proof of absence.
+        """
         pattern = re.compile(rf"(^|[/;]){re.escape(layer_name)}/")
         return sum(1 for name, tensors in self.ops
                    if name == op_name and any(pattern.search(t) for t in tensors))
@@ -200,7 +205,7 @@ def check_exportable(model) -> None:
                 "cbcn_tf.models.create_model(...), and load the weights into it."
             )
         raise TypeError(f"Expected a tf.keras.Model (tf_keras), got {type(model).__name__}.")
-    mixed = [layer.name for layer in _flatten(model)
+    mixed = [layer.name for layer in iter_layers(model)
              if not isinstance(layer, tf.keras.layers.InputLayer)
              and (layer.compute_dtype != "float32" or layer.variable_dtype != "float32")]
     if mixed:
@@ -223,27 +228,8 @@ def check_exportable(model) -> None:
 
 
 # --------------------------------------------------------------------------- binary layers
-def _flatten(model):
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.Model):
-            yield from _flatten(layer)
-        else:
-            yield layer
-
-
-def _is_binary(layer) -> bool:
-    """Input and kernel both quantised to 1 bit (what larq.models.summary calls binary)."""
-    return all(getattr(getattr(layer, attr, None), "precision", None) == 1
-               for attr in ("input_quantizer", "kernel_quantizer"))
-
-
-def binary_layers(model) -> tuple:
-    """Names of the binary layers of ``model`` (any larq layer, conv or not)."""
-    return tuple(layer.name for layer in _flatten(model) if _is_binary(layer))
-
-
 def _is_binary_conv2d(layer) -> bool:
-    return isinstance(layer, lq.layers.QuantConv2D) and _is_binary(layer)
+    return isinstance(layer, lq.layers.QuantConv2D) and is_binary_layer(layer)
 
 
 # ------------------------------------------------------------------------- materialisation
@@ -317,7 +303,7 @@ def _copy_weights(source, target) -> None:
 
 
 def _has_cbconv(model) -> bool:
-    return any(isinstance(layer, CBConv2D) for layer in _flatten(model))
+    return any(isinstance(layer, CBConv2D) for layer in iter_layers(model))
 
 
 def materialize_cbconv(model: tf.keras.Model) -> tf.keras.Model:
@@ -346,12 +332,20 @@ def materialize_cbconv(model: tf.keras.Model) -> tf.keras.Model:
             "tf.keras.Model(inputs, outputs) and copy the weights."
         )
     config = _rewrite_config(model, model.get_config())
-    clone = model.__class__.from_config(config)
+    base = tf.keras.Sequential if isinstance(model, tf.keras.Sequential) else tf.keras.Model
+    clone = base.from_config(config)
     _copy_weights(model, clone)
     return clone
 
 
 # ------------------------------------------------------------------------------- op audit
+def input_shapes(flatbuffer: bytes) -> list:
+    """Shapes of the main subgraph's inputs, read from the flatbuffer without an interpreter."""
+    graph = tflite_schema.Model.GetRootAsModel(flatbuffer, 0).Subgraphs(0)
+    return [tuple(graph.Tensors(graph.Inputs(i)).ShapeAsNumpy())
+            for i in range(graph.InputsLength())]
+
+
 def audit_ops(flatbuffer: bytes) -> OpAudit:
     """Read the operators of a .tflite flatbuffer with the TFLite schema shipped with LCE.
 
@@ -380,7 +374,7 @@ def audit_ops(flatbuffer: bytes) -> OpAudit:
 
 def _float_binary_layers(model, audit: OpAudit) -> tuple:
     """Binary layers of ``model`` not matched to an ``LceBconv2d`` op, with the reason."""
-    layers = [layer for layer in _flatten(model) if _is_binary(layer)]
+    layers = [layer for layer in iter_layers(model) if is_binary_layer(layer)]
     not_conv = [f"{layer.name} ({type(layer).__name__}: LCE accelerates binary Conv2D only)"
                 for layer in layers if not _is_binary_conv2d(layer)]
     convs = [layer for layer in layers if _is_binary_conv2d(layer)]
@@ -467,8 +461,7 @@ def check_parity(model, flatbuffer: bytes, *, lce_runtime: bool = True, samples:
         >>> check_parity(model, open("/tmp/cbconv.tflite", "rb").read()).ok  # doctest: +SKIP
         True
     """
-    shapes = lce.testing.Interpreter(flatbuffer).input_shapes
-    inputs = random_inputs(shapes, samples, seed)
+    inputs = random_inputs(input_shapes(flatbuffer), samples, seed)
     run = _run_lce if lce_runtime else _run_tflite
     converted = run(flatbuffer, inputs, num_threads)
     expected = model(inputs if len(inputs) > 1 else inputs[0], training=False)
@@ -575,7 +568,7 @@ def export_lce(model: tf.keras.Model, path, *, target: str = "arm", verify: bool
     parity = _check_parity(model, flatbuffer, True, samples=samples, seed=seed, rtol=rtol,
                            atol=atol, num_threads=num_threads) if verify else None
     _atomic_write(path, flatbuffer)
-    expected = tuple(layer.name for layer in _flatten(model) if _is_binary_conv2d(layer))
+    expected = tuple(layer.name for layer in iter_layers(model) if _is_binary_conv2d(layer))
     return ExportResult(os.fspath(path), len(flatbuffer), audit.counts, expected,
                         float_layers, parity)
 

@@ -6,6 +6,7 @@ import tensorflow as tf
 
 from cbcn_tf import cif
 from cbcn_tf.layers import CBConv2D
+from cbcn_tf.summary import is_binary_layer
 
 
 def cbcnify(model: tf.keras.Model, orientations: int = 4, strict: bool = True) -> tf.keras.Model:
@@ -76,8 +77,7 @@ def cbcnify(model: tf.keras.Model, orientations: int = 4, strict: bool = True) -
 
 def _is_binary_conv(layer) -> bool:
     return (isinstance(layer, lq.layers.QuantConv2D) and not isinstance(layer, CBConv2D)
-            and getattr(layer.input_quantizer, "precision", None) == 1
-            and getattr(layer.kernel_quantizer, "precision", None) == 1)
+            and is_binary_layer(layer))
 
 
 def _unconvertible_reasons(layer, orientations: int) -> list:

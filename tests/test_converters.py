@@ -298,7 +298,7 @@ def test_benchmark_report(tmp_path):
         ("float twin", "xnnpack")]
     assert all(r.runs == 3 and 0 < r.min_ms <= r.median_ms <= r.p90_ms for r in report.rows)
     assert report.best("float twin").runtime == "tflite+xnnpack"
-    assert "not representative" in report.to_markdown()
+    assert "not those of a phone" in report.to_markdown()
     report.to_csv(tmp_path / "bench.csv")
     report.to_json(tmp_path / "bench.json")
     assert (tmp_path / "bench.csv").read_text().count("\n") == 5
