@@ -7,7 +7,7 @@ configurations interleaved round-robin. The headline ratio is best LCE kernel, 1
 float XNNPack, 1 thread (goal <= 0.8).
 
 The weights are untrained (random), which does not change the latency. This host is x86: LCE's
-optimised kernels target ARM64, so measure a phone with lce_benchmark_model (README, "Deploy to a phone").
+optimised kernels target ARM64, so measure a phone with lce_benchmark_model (README, 'Deploy to a phone').
 
 Usage:
     python benchmarks/lce_latency.py [--models cifar imagenet] [--cifar-runs 50]

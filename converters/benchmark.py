@@ -3,7 +3,7 @@
 Numbers measured here come from x86 builds of the kernels. LCE's optimised binary kernels
 target ARM64 (phones, Raspberry Pi); on x86 they are much slower relative to float XNNPack, so
 an x86 ratio says little about a phone. Measure on the device with LCE's ``lce_benchmark_model``
-binary (README, "Deploy to a phone") and report the kernel and thread count with every number.
+binary (README, 'Deploy to a phone') and report the kernel and thread count with every number.
 
 Configurations run round-robin (one invocation each per round, starting position rotated every
 round) after a warm-up, so drift of the host (other jobs, frequency scaling) hits all alike.
@@ -32,7 +32,7 @@ KERNELS = ("default", "indirect_bgemm", "reference")
 X86_CAVEAT = (
     "Measured on {machine} with {cpus} CPUs. LCE's optimised binary kernels target ARM64: "
     "timings on an x86 host are not those of a phone (x86 kernels are not ARM's). Measure on "
-    "the device with lce_benchmark_model (README, "Deploy to a phone")."
+    "the device with lce_benchmark_model (README, 'Deploy to a phone')."
 )
 
 
