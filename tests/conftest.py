@@ -20,4 +20,7 @@ def two_cpu_strategy():
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     if len(devices) < 2:
         pytest.skip("needs two logical CPU devices configured before TF initialised")
-    return tf.distribute.MirroredStrategy(devices[:2])
+    # ReductionToOneDevice: collective all-reduce keys of two MirroredStrategy objects in one
+    # process can collide (TF), and the training tests build their own strategy.
+    return tf.distribute.MirroredStrategy(devices[:2],
+                                          cross_device_ops=tf.distribute.ReductionToOneDevice())
