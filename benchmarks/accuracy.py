@@ -28,7 +28,6 @@ import time
 
 import cbcn_tf  # noqa: F401  (Keras 2 first)
 import matplotlib
-import numpy as np
 import tensorflow as tf
 
 from cbcn_tf import data

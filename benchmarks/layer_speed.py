@@ -18,7 +18,6 @@ import time
 
 import cbcn_tf  # noqa: F401  (Keras 2 first)
 import larq as lq
-import numpy as np
 import tensorflow as tf
 
 from cbcn_tf.layers import CBConv2D

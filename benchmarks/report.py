@@ -47,8 +47,12 @@ def _accuracy_section(dataset, rows, command, rotation):
         "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
+        k = row["K"]
+        if row["model"].startswith("xnor"):
+            k = f"1 (widths x{k})"
         lines.append(
-            f"| {row['arm']} | {row['model']} | {row['K']} | {row['kernel_quantizer']} | "
+            f"| {row['arm']} | {row['model']}{'' if int(row['bops']) else ' (float twin)'} | "
+            f"{k} | {row['kernel_quantizer']} | "
             f"{_pct(row['val_acc'])} | {_pct(row['rotated_val_acc'])} | {int(row['bops']):,} | "
             f"{int(row['flops']):,} | {int(row['learned_1bit']):,} | "
             f"{int(row['deployed_1bit']):,} | {int(row['tflite_bytes'] or 0):,} | "

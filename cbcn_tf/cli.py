@@ -61,6 +61,9 @@ def _train(args) -> None:
         split = config.eval_split + (" (rotated)" if config.rotate_train else "")
         print(f"Epoch {last['epoch'] + 1}: {split} top-1 {last['val_accuracy']:.4f}, "
               f"top-5 {last['val_top5']:.4f}")
+    if not result.is_chief:
+        print(f"Done (non-chief worker: the chief writes {result.output_dir}).")
+        return
     print(f"Wrote {result.output_dir}: {config_lib.CONFIG_FILE}, {training.HISTORY_FILE}, "
           f"{training.MODEL_FILE}, {training.SUMMARY_FILE}, {training.CURVES_FILE}")
 

@@ -27,6 +27,8 @@ from typing import Literal, Optional
 
 import yaml
 
+from cbcn_tf.files import atomic_write
+
 CONFIG_FILE = "config.yaml"
 
 
@@ -189,51 +191,6 @@ def parse_assignments(items) -> list:
     return pairs
 
 
-def atomic_write(path, write) -> None:
-    """Call ``write(tmp_path)``, then ``os.replace(tmp_path, path)``.
-
-    The temp file sits in ``path``'s folder (``os.replace`` is atomic only within one file
-    system) and keeps ``path``'s extension (writers such as h5py or matplotlib look at it). If
-    anything fails, the temp file is removed and ``path`` is left as it was: absent, or the
-    previous complete version. OSErrors (read-only or full disk, ...) are re-raised with a
-    message naming the file and what to do.
-
-    Example:
-        >>> import tempfile
-        >>> path = os.path.join(tempfile.mkdtemp(), "note.txt")
-        >>> atomic_write(path, lambda tmp: open(tmp, "w").write("hi"))
-        >>> open(path).read()
-        'hi'
-    """
-    path = os.fspath(path)
-    directory, name = os.path.split(os.path.abspath(path))
-    stem, ext = os.path.splitext(name)
-    tmp = os.path.join(directory, f".{stem}.tmp-{os.getpid()}{ext}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException as exc:
-        try:
-            os.remove(tmp)
-        except OSError:
-            pass
-        if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
-            raise OSError(exc.errno, f"Could not write {path}: {_os_error_hint(exc)}") from exc
-        raise
-
-
-def _os_error_hint(exc: OSError) -> str:
-    import errno
-
-    reason = exc.strerror or str(exc)
-    if exc.errno == errno.ENOSPC:
-        return f"{reason} (the disk is full). Free some space or choose another output folder."
-    if exc.errno in (errno.EROFS, errno.EACCES, errno.EPERM):
-        return (f"{reason} (the output folder is not writable). Choose a writable output "
-                "folder or fix its permissions.")
-    return f"{reason}."
-
-
 def save_config(config: TrainConfig, path) -> None:
     """Write the resolved config as YAML, atomically (temp file + os.replace)."""
     text = yaml.safe_dump(config.as_dict(), sort_keys=False, default_flow_style=None)
@@ -268,7 +225,11 @@ def _read_recipe(recipe) -> dict:
     try:
         return yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"recipe {path!r} is not valid YAML: {exc}") from None
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"recipe {path!r} is not valid YAML ({problem}{where}); fix the "
+                          "file.") from None
 
 
 def _check(key: str, value, source: str):

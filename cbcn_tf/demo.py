@@ -23,7 +23,6 @@ Example:
 """
 from __future__ import annotations
 
-import csv
 import os
 import shutil
 import time
@@ -32,7 +31,7 @@ import numpy as np
 
 from cbcn_tf import config as config_lib
 from cbcn_tf import data as data_lib
-from cbcn_tf import plots, training
+from cbcn_tf import files, plots, training
 from cbcn_tf.summary import summary as cbcn_summary
 
 RECIPE = "digits_demo"
@@ -88,7 +87,7 @@ def run_demo(output_dir: str = "demo_output", *, epochs: int | None = None, expo
 
     plots.plot_curves(histories, os.path.join(output_dir, "curves.png"),
                       title="digits 16x16: CBCN vs XNOR vs full precision")
-    _write_results(rows, os.path.join(output_dir, "results.csv"))
+    files.write_csv(rows, os.path.join(output_dir, "results.csv"))
     print_fn(f"\nResults on the digits test split ({_test_size()} images); rotated = the same "
              "images rotated by [-45, 45] degrees, never seen in training:")
     print_fn(format_table(rows))
@@ -115,15 +114,6 @@ def _remove_previous_run(run_dir):
     if not os.path.exists(os.path.join(run_dir, config_lib.CONFIG_FILE)):
         raise ValueError(f"{run_dir} exists but is not a demo run; choose another --output.")
     shutil.rmtree(run_dir)
-
-
-def _write_results(rows, path):
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _test_images():

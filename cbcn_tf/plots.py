@@ -9,10 +9,11 @@ Example:
 from __future__ import annotations
 
 import math
-import os
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+
+from cbcn_tf import files
 
 PANELS = (("loss", "loss (cross-entropy)"), ("accuracy", "top-1 accuracy"))
 
@@ -43,6 +44,4 @@ def plot_curves(histories: dict, path, *, title: str | None = None) -> None:
         axis.legend(fontsize="small")
     if title:
         figure.suptitle(title)
-    tmp = f"{path}.tmp"
-    figure.savefig(tmp, format="png", dpi=100)
-    os.replace(tmp, path)
+    files.atomic_write(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100))

@@ -24,13 +24,12 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import tempfile
 from dataclasses import dataclass, field
 
 import numpy as np
 import tensorflow as tf
 
+from cbcn_tf import files
 from cbcn_tf.layers import CBConv2D
 
 COUNTS = ("binary_macs", "float_macs", "learned_binary_weights", "deployed_binary_weights",
@@ -107,7 +106,7 @@ class ModelSummary:
         writer.writeheader()
         writer.writerows(self.rows)
         writer.writerow({"name": "TOTAL", "type": "", **{k: self.totals[k] for k in COUNTS}})
-        _atomic_write_text(path, buffer.getvalue())
+        files.write_text(path, buffer.getvalue())
 
     def __str__(self) -> str:
         header = ("Layer", "Type", "BOPs", "FLOPs", "1-bit W (learned)", "1-bit W (deployed)",
@@ -140,15 +139,3 @@ def summary(model: tf.keras.Model, print_fn=print) -> ModelSummary:
     if print_fn is not None:
         print_fn(str(result))
     return result
-
-
-def _atomic_write_text(path, text: str) -> None:
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise

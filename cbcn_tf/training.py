@@ -11,7 +11,13 @@ A run writes everything to its output folder::
     tensorboard/   TensorBoard logs (config key ``tensorboard``)
 
 Resuming (``resume=True``) restores the checkpoint in ``backup/`` and continues at the next
-epoch with the optimizer state, e.g. after raising ``epochs`` or after the process was killed.
+epoch with the optimizer state, e.g. after raising ``epochs``. A run that was killed (no
+model.h5 yet) continues the same way when started again with the *same* config, without
+``resume``. Each epoch's data is a pure function of (seed, epoch), so with ``seed`` and
+``deterministic`` a resumed run ends bitwise equal to an uninterrupted one. Every file is
+written atomically (temp file in the same folder + ``os.replace``); a NaN/Inf loss raises
+`TrainingDiverged` with advice. Distributed training (``distribute``: none, mirrored,
+multi_worker) is described in docs/DISTRIBUTED.md.
 
 Example:
     >>> import tempfile
@@ -44,7 +50,7 @@ import tensorflow as tf
 
 from cbcn_tf import config as config_lib
 from cbcn_tf import data as data_lib
-from cbcn_tf import plots
+from cbcn_tf import files, plots
 from cbcn_tf.summary import summary as cbcn_summary
 
 STRATEGIES = ("none", "mirrored", "multi_worker")
@@ -80,6 +86,7 @@ class TrainResult:
     optimizer: tf.keras.optimizers.Optimizer
     history: list
     output_dir: str
+    is_chief: bool = True  # False on non-chief workers, which wrote nothing into output_dir
 
 
 def make_strategy(name: str) -> tf.distribute.Strategy:
@@ -380,13 +387,13 @@ class _HistoryLogger(tf.keras.callbacks.Callback):
             rows = read_history(self.filename) if os.path.exists(self.filename) else []
             self.rows = [row for row in rows if row["epoch"] < epoch]
             if len(self.rows) < len(rows):
-                _write_csv(self.filename, self.rows)
+                files.write_csv(self.filename, self.rows)
 
     def on_epoch_end(self, epoch, logs=None):
         row = {"epoch": epoch}
         row.update({key: float(np.asarray(value)) for key, value in sorted((logs or {}).items())})
         self.rows.append(row)
-        _write_csv(self.filename, self.rows)
+        files.write_csv(self.filename, self.rows)
 
 
 class NaNGuard(tf.keras.callbacks.TerminateOnNaN):
@@ -410,7 +417,7 @@ class NaNGuard(tf.keras.callbacks.TerminateOnNaN):
             return
         super().on_batch_end(batch, logs)  # sets model.stop_training, prints Keras' line
         resume = ""
-        if self.backup_dir:
+        if self.backup_dir and _latest_backup(self.backup_dir) is not None:
             resume = (f" The last completed epoch is kept in {self.backup_dir}: rerun with "
                       "--resume (and the lower lr) to continue from it.")
         raise TrainingDiverged(
@@ -489,7 +496,10 @@ def train(config: config_lib.TrainConfig, output_dir: str, *, resume: bool = Fal
             fit = _setup(config, strategy, output_dir, workdir, chief, verbose, created)
         except BaseException:
             for path in reversed(created):
-                shutil.rmtree(path, ignore_errors=True) if os.path.isdir(path) else _remove(path)
+                if os.path.isdir(path):
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    _remove(path)
             raise
         fit_model, model, callbacks, train_data, eval_data, steps = fit
         fit_model.fit(train_data, epochs=config.epochs + config.center_loss_epochs,
@@ -497,17 +507,15 @@ def train(config: config_lib.TrainConfig, output_dir: str, *, resume: bool = Fal
                       validation_steps=steps["eval"], callbacks=callbacks, verbose=verbose)
 
         save_model(model, os.path.join(workdir, MODEL_FILE))
-        history = read_history(os.path.join(workdir, HISTORY_FILE))
+        history_path = os.path.join(workdir, HISTORY_FILE)
+        history = read_history(history_path) if os.path.exists(history_path) else []
         if chief:
             curves = os.path.join(output_dir, CURVES_FILE)
-            try:
-                plots.plot_curves({config.model: history}, curves)
-            finally:
-                _remove(f"{curves}.tmp")
+            plots.plot_curves({config.model: history}, curves)
     finally:
         if not chief:
             shutil.rmtree(workdir, ignore_errors=True)
-    return TrainResult(model, fit_model.optimizer, history, output_dir)
+    return TrainResult(model, fit_model.optimizer, history, output_dir, chief)
 
 
 def _setup(config, strategy, output_dir, workdir, chief, verbose, created):
@@ -543,7 +551,7 @@ def _setup(config, strategy, output_dir, workdir, chief, verbose, created):
     callbacks = [
         _CheckStartEpoch(min(start_epoch, total_epochs)),
         tf.keras.callbacks.LearningRateScheduler(lr_schedule(config)),
-        NaNGuard(scaled_lr(config), backup_dir if start_epoch > 0 or chief else None),
+        NaNGuard(scaled_lr(config), backup_dir),
         # Logged before the backup: a kill in between repeats the epoch (the logger trims).
         _HistoryLogger(os.path.join(workdir, HISTORY_FILE)),
         # Saves weights + optimizer state + epoch at every epoch end; kept after training so
@@ -618,7 +626,7 @@ def save_model(model: tf.keras.Model, path) -> None:
             warnings.filterwarnings("ignore", "You are saving your model as an HDF5 file")
             model.save(tmp, save_format="h5", include_optimizer=False)
 
-    config_lib.atomic_write(path, write)
+    files.atomic_write(path, write)
 
 
 def summary_text(model: tf.keras.Model) -> str:
@@ -631,13 +639,8 @@ def summary_text(model: tf.keras.Model) -> str:
 
 def write_summary(model: tf.keras.Model, path) -> str:
     text = summary_text(model)
-    config_lib.atomic_write(path, lambda tmp: _write_text(tmp, text))
+    files.write_text(path, text)
     return text
-
-
-def _write_text(path, text) -> None:
-    with open(path, "w", encoding="utf-8") as handle:
-        handle.write(text)
 
 
 def read_history(path) -> list:
@@ -656,18 +659,6 @@ def _float(value):
         return float("nan")  # Keras writes "NA" for a metric missing in an epoch
 
 
-def _write_csv(path, rows) -> None:
-    def write(tmp):
-        with open(tmp, "w", newline="", encoding="utf-8") as handle:
-            if rows:
-                fields = list(dict.fromkeys(key for row in rows for key in row))
-                writer = csv.DictWriter(handle, fieldnames=fields, restval="NA")
-                writer.writeheader()
-                writer.writerows(rows)
-
-    config_lib.atomic_write(path, write)
-
-
 def _remove(path) -> None:
     try:
         os.remove(path)
@@ -684,12 +675,29 @@ def _makedirs(path, created) -> None:
         os.makedirs(path)
     except OSError as exc:
         raise OSError(exc.errno, f"Could not create the output folder {path}: "
-                      f"{config_lib._os_error_hint(exc)}") from exc
+                      f"{files.os_error_hint(exc)}") from exc
     created.append(top)
 
 
 def _latest_backup(backup_dir):
-    return tf.train.latest_checkpoint(os.path.join(backup_dir, "chief"))
+    """The checkpoint BackupAndRestore would restore (its state file's latest entry), or None.
+
+    Read from the state file like Keras does, without checking that the files exist: a
+    damaged or foreign folder must fail here, with a clear message, not inside ``fit``.
+    """
+    directory = os.path.join(backup_dir, "chief")
+    if not os.path.exists(os.path.join(directory, "checkpoint")):
+        return None
+    try:
+        state = tf.train.get_checkpoint_state(directory)
+    except Exception:  # a state file that is not a checkpoint state proto  # noqa: BLE001
+        state = None
+    if state is None or not state.model_checkpoint_path:
+        raise ValueError(
+            f"{backup_dir} does not hold a cbcn training backup (unreadable "
+            f"{os.path.join(directory, 'checkpoint')}); choose another output folder.")
+    path = state.model_checkpoint_path
+    return path if os.path.isabs(path) else os.path.join(directory, path)
 
 
 def _saved_epoch(backup_dir) -> int:
@@ -699,7 +707,7 @@ def _saved_epoch(backup_dir) -> int:
         return -1
     try:
         return int(tf.train.load_variable(latest, "ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE"))
-    except (tf.errors.NotFoundError, ValueError) as exc:
+    except (tf.errors.OpError, ValueError) as exc:
         raise ValueError(
             f"{backup_dir} does not hold a cbcn training backup ({exc}); choose another output "
             "folder.") from None
@@ -744,8 +752,9 @@ def _check_output_dir(output_dir: str, config, resume: bool) -> bool:
         return False
     saved = config_lib.read_config(config_path) if os.path.exists(config_path) else None
     finished = os.path.exists(os.path.join(output_dir, MODEL_FILE))
-    # An interrupted run (no model.h5 yet) restarted with the same command continues.
-    interrupted_same = (saved == config and has_backup and not finished)
+    # An interrupted run (no model.h5 yet) restarted with the same command continues (from
+    # its backup if one was saved, else from the start).
+    interrupted_same = saved == config and not finished
     if not resume and not interrupted_same:
         raise ValueError(
             f"{output_dir} already holds a training run; pass --resume (resume=True) to continue "
@@ -760,6 +769,37 @@ def _check_output_dir(output_dir: str, config, resume: bool) -> bool:
     elif has_backup:
         _saved_epoch(backup)  # a foreign checkpoint folder fails here; shapes checked later
     return True
+
+
+def make_input_fn(config: config_lib.TrainConfig, *, training: bool, epochs=None,
+                  steps_per_epoch=None, drop_remainder=False, verbose=False):
+    """``fn(input_context) -> tf.data.Dataset`` for ``strategy.distribute_datasets_from_function``.
+
+    The dataset is this input pipeline's shard (``input_pipeline_id`` of
+    ``num_input_pipelines``, taken before shuffling) in per-replica batches of the global
+    ``config.batch_size``. ``training=True`` reads ``config.train_split`` for ``epochs``
+    (start, stop), each epoch shuffled and augmented as a function of (seed, epoch);
+    ``training=False`` reads ``config.eval_split`` (rotated under ``rotate_train``, fixed seed).
+    """
+    common = dict(data_dir=config.data_dir, validation_fraction=config.validation_fraction,
+                  batch_size=config.batch_size, drop_remainder=drop_remainder)
+
+    def input_fn(context):
+        if verbose:
+            print(f"Input pipeline {context.input_pipeline_id} of "
+                  f"{context.num_input_pipelines}: batches of "
+                  f"{context.get_per_replica_batch_size(config.batch_size)} per replica")
+        if training:
+            return data_lib.load_dataset(
+                config.dataset, config.train_split, training=True, rotate=config.rotate_train,
+                seed=config.seed, input_context=context, epochs=epochs,
+                steps_per_epoch=steps_per_epoch, **common)
+        # Validate each epoch on the protocol's test set: rotated when training on rotated
+        # images.
+        return data_lib.load_dataset(config.dataset, config.eval_split, rotate=config.rotate_train,
+                                     seed=EVAL_SEED, input_context=context, **common)
+
+    return input_fn
 
 
 def _training_data(config, strategy, start_epoch: int, verbose: int = 0):
@@ -795,25 +835,10 @@ def _training_data(config, strategy, start_epoch: int, verbose: int = 0):
             if steps[key] is None:
                 steps[key] = count
 
-    def train_fn(context):
-        if verbose and multi:
-            print(f"Input pipeline {context.input_pipeline_id} of "
-                  f"{context.num_input_pipelines}: batches of "
-                  f"{context.get_per_replica_batch_size(config.batch_size)} per replica")
-        return data_lib.load_dataset(
-            config.dataset, config.train_split, training=True, rotate=config.rotate_train,
-            seed=config.seed, batch_size=config.batch_size, input_context=context,
-            drop_remainder=multi, epochs=(first, total_epochs),
-            steps_per_epoch=steps["train"], **common)
-
-    def eval_fn(context):
-        # Validate each epoch on the protocol's test set: rotated when training on rotated
-        # images.
-        return data_lib.load_dataset(
-            config.dataset, config.eval_split, rotate=config.rotate_train, seed=EVAL_SEED,
-            batch_size=config.batch_size, input_context=context, drop_remainder=multi,
-            **common)
-
+    train_fn = make_input_fn(config, training=True, epochs=(first, total_epochs),
+                             steps_per_epoch=steps["train"], drop_remainder=multi,
+                             verbose=verbose and multi)
+    eval_fn = make_input_fn(config, training=False, drop_remainder=multi)
     if not distributed:
         train_data = train_fn(tf.distribute.InputContext())
         eval_data = eval_fn(tf.distribute.InputContext())

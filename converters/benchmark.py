@@ -26,6 +26,7 @@ import time
 import larq_compute_engine as lce
 import numpy as np
 
+from cbcn_tf import files
 from cbcn_tf.converters.lce import audit_ops, input_shapes, random_inputs, tflite_interpreter
 
 KERNELS = ("default", "indirect_bgemm", "reference")
@@ -73,7 +74,7 @@ class BenchmarkReport:
                 "rows": [dataclasses.asdict(r) for r in self.rows]}
 
     def to_json(self, path) -> None:
-        _write_text(path, json.dumps(self.as_dict(), indent=2) + "\n")
+        files.write_text(path, json.dumps(self.as_dict(), indent=2) + "\n")
 
     def to_csv(self, path) -> None:
         buffer = io.StringIO()
@@ -81,7 +82,7 @@ class BenchmarkReport:
             Measurement)])
         writer.writeheader()
         writer.writerows(dataclasses.asdict(r) for r in self.rows)
-        _write_text(path, buffer.getvalue())
+        files.write_text(path, buffer.getvalue())
 
     def to_markdown(self) -> str:
         lines = ["| model | runtime | kernel | threads | runs | median ms | p90 ms | min ms |",
@@ -95,13 +96,6 @@ class BenchmarkReport:
 
 def _host() -> dict:
     return {"machine": platform.machine() or "unknown", "cpus": os.cpu_count()}
-
-
-def _write_text(path, text: str) -> None:
-    tmp = f"{path}.tmp"
-    with open(tmp, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(tmp, path)
 
 
 def _read(model) -> bytes:

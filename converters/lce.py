@@ -37,6 +37,7 @@ import numpy as np
 import tensorflow as tf
 from larq_compute_engine.mlir.python import tflite_schema
 
+from cbcn_tf import files
 from cbcn_tf import summary as cbcn_summary
 from cbcn_tf.summary import is_binary_layer, iter_layers
 from cbcn_tf.layers import CBConv2D
@@ -567,7 +568,7 @@ def export_lce(model: tf.keras.Model, path, *, target: str = "arm", verify: bool
     float_layers = _check_audit(model, audit, strict)
     parity = _check_parity(model, flatbuffer, True, samples=samples, seed=seed, rtol=rtol,
                            atol=atol, num_threads=num_threads) if verify else None
-    _atomic_write(path, flatbuffer)
+    files.write_bytes(path, flatbuffer)
     expected = tuple(layer.name for layer in iter_layers(model) if _is_binary_conv2d(layer))
     return ExportResult(os.fspath(path), len(flatbuffer), audit.counts, expected,
                         float_layers, parity)
@@ -590,21 +591,8 @@ def export_tflite(model: tf.keras.Model, path, *, verify: bool = True, samples: 
         raise ValueError(f"{model.name}: ops TFLite cannot run: {audit.unsupported_ops}")
     parity = _check_parity(model, flatbuffer, False, samples=samples, seed=seed, rtol=rtol,
                            atol=atol, num_threads=num_threads) if verify else None
-    _atomic_write(path, flatbuffer)
+    files.write_bytes(path, flatbuffer)
     return ExportResult(os.fspath(path), len(flatbuffer), audit.counts, parity=parity)
-
-
-def _atomic_write(path, data: bytes) -> None:
-    """Write to a temp file next to ``path`` and rename, so ``path`` is never half-written."""
-    directory = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".", suffix=".tflite.tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
 
 
 # ------------------------------------------------------------------------------------ size
