@@ -19,7 +19,6 @@ Usage (results and plots go to --out, one CSV row per arm written as soon as it 
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -30,7 +29,7 @@ import cbcn_tf  # noqa: F401  (Keras 2 first)
 import matplotlib
 import tensorflow as tf
 
-from cbcn_tf import data
+from cbcn_tf import data, files
 from cbcn_tf.models import create_model
 
 matplotlib.use("Agg")
@@ -127,13 +126,6 @@ def run_arm(arm, args, info, train, val, val_rot):
     return row, {k: [float(v) for v in vals] for k, vals in history.history.items()}, model
 
 
-def _atomic_write(path, write):
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix=".tmp-")
-    with os.fdopen(fd, "w", newline="") as handle:
-        write(handle)
-    os.replace(tmp, path)
-
-
 def _stem(args):
     return f"accuracy_{args.dataset}" + ("_rotated_train" if args.rotate_train else "")
 
@@ -141,15 +133,9 @@ def _stem(args):
 def _save(rows, histories, args):
     prefix = os.path.join(args.out, _stem(args))
 
-    def write_csv(handle):
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-
-    _atomic_write(prefix + ".csv", write_csv)
-    _atomic_write(prefix + "_histories.json",
-                  lambda h: json.dump({"command": args.command, "histories": histories}, h,
-                                      indent=1))
+    files.write_csv(prefix + ".csv", rows)
+    files.write_text(prefix + "_histories.json",
+                     json.dumps({"command": args.command, "histories": histories}, indent=1))
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for arm, hist in histories.items():
         ax.plot(range(1, len(hist["val_accuracy"]) + 1), hist["val_accuracy"], marker="o",
@@ -159,7 +145,7 @@ def _save(rows, histories, args):
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(prefix + "_curves.png", dpi=110)
+    files.atomic_write(prefix + "_curves.png", lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 4.5))
     for row in rows:
@@ -170,7 +156,7 @@ def _save(rows, histories, args):
            ylabel="validation accuracy", title=f"{args.dataset}: accuracy vs BOPs")
     ax.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(prefix + "_vs_bops.png", dpi=110)
+    files.atomic_write(prefix + "_vs_bops.png", lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
 
 
@@ -192,7 +178,7 @@ def plot_filter_copies(model, path):
                 ax.set_ylabel(f"copy r={r}", fontsize=7)
     fig.suptitle(f"{layer.name}: sign(E) of learned filter 0, input channel 0", fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    files.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110))
     plt.close(fig)
 
 

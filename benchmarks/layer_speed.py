@@ -9,7 +9,6 @@ Usage:
     python benchmarks/layer_speed.py [--rounds 15] [--batch 64] [--out benchmarks/results]
 """
 import argparse
-import csv
 import os
 import platform
 import statistics
@@ -20,6 +19,7 @@ import cbcn_tf  # noqa: F401  (Keras 2 first)
 import larq as lq
 import tensorflow as tf
 
+from cbcn_tf import files
 from cbcn_tf.layers import CBConv2D
 
 CASES = [  # (input size, learned C_in, learned C_out, K)
@@ -102,12 +102,7 @@ def main(argv=None):
     rows = run(args.rounds, args.batch, args.repeats)
     os.makedirs(args.out, exist_ok=True)
     command = "python benchmarks/layer_speed.py " + " ".join(sys.argv[1:] if argv is None else argv)
-    csv_path = os.path.join(args.out, "layer_speed.csv")
-    with open(csv_path + ".tmp", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(csv_path + ".tmp", csv_path)
+    files.write_csv(os.path.join(args.out, "layer_speed.csv"), rows)
     lines = [
         f"Command: `{command.strip()}`  ",
         f"Host: {platform.machine()}, {os.cpu_count()} cores, TF {tf.__version__}; "
@@ -121,10 +116,7 @@ def main(argv=None):
         "",
         f"Worst ratio: {max(r['median_ratio'] for r in rows):.3f} (goal <= 1.10).",
     ]
-    md_path = os.path.join(args.out, "layer_speed.md")
-    with open(md_path + ".tmp", "w") as handle:
-        handle.write("\n".join(lines) + "\n")
-    os.replace(md_path + ".tmp", md_path)
+    files.write_text(os.path.join(args.out, "layer_speed.md"), "\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
