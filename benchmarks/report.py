@@ -33,6 +33,16 @@ def _demote(lines):
     return ["#" + line if line.startswith("## ") else line for line in lines]
 
 
+def _md_command(name, default):
+    """The ``Command: `...` `` line a benchmark wrote at the top of its markdown output."""
+    path = os.path.join(RESULTS, name)
+    if os.path.exists(path):
+        first = open(path).readline()
+        if first.startswith("Command: `"):
+            return first.split("`")[1]
+    return default
+
+
 def _pct(value):
     return f"{100 * float(value):.2f}"
 
@@ -103,6 +113,7 @@ def main():
              "each section names the command that produced its numbers. Host: the project's "
              "2-core x86_64 machine (AVX-512), shared with other jobs while these ran.", ""]
     speed = _csv("layer_speed.csv")
+    speed_command = _md_command("layer_speed.md", "python benchmarks/layer_speed.py")
     latency = json.load(open(os.path.join(RESULTS, "lce_latency.json"))) if os.path.exists(
         os.path.join(RESULTS, "lce_latency.json")) else None
     cifar = _csv("accuracy_cifar10.csv")
@@ -113,7 +124,7 @@ def main():
     if speed:
         worst = max(float(r["median_ratio"]) for r in speed)
         lines.append(f"| CBConv2D / QuantConv2D time at equal channels (worst case; goal <= 1.10) "
-                     f"| {worst:.3f} | `python benchmarks/layer_speed.py` |")
+                     f"| {worst:.3f} | `{speed_command}` |")
     if latency:
         for result in latency["results"]:
             lines.append(
@@ -145,7 +156,7 @@ def main():
         lines += [f"| {r['input']} | {r['channels']} | {r['K']} | {r['mode']} | "
                   f"{float(r['cbconv_ms']):.1f} | {float(r['quantconv_ms']):.1f} | "
                   f"{float(r['median_ratio']):.3f} |" for r in speed]
-        lines += ["", "Command: `python benchmarks/layer_speed.py` (batch 64); table also in "
+        lines += ["", f"Command: `{speed_command}` (batch 64); table also in "
                   "`benchmarks/results/layer_speed.md`.", ""]
     if latency:
         lines += ["## LCE deployment: latency and size", "",
