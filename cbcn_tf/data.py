@@ -98,7 +98,7 @@ def dataset_info(name: str, *, data_dir=None) -> DatasetInfo:
 
     Example::
 
-        dataset_info("folder:/work/shared/datasets/cifar10").num_classes   # 10
+        dataset_info("folder:../shared/datasets/cifar10").num_classes   # 10
     """
     root = _folder_root(name, data_dir)
     if root is not None:
@@ -205,9 +205,9 @@ def load_dataset(
 
     Example::
 
-        train = load_dataset("folder:/work/shared/datasets/cifar10", "train", training=True,
+        train = load_dataset("folder:../shared/datasets/cifar10", "train", training=True,
                              validation_fraction=0.1)
-        val = load_dataset("folder:/work/shared/datasets/cifar10", "validation",
+        val = load_dataset("folder:../shared/datasets/cifar10", "validation",
                            validation_fraction=0.1, rotate=True)
     """
     info = dataset_info(name, data_dir=data_dir)

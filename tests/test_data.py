@@ -11,7 +11,8 @@ from PIL import Image
 
 import cbcn_tf.data as data
 
-CIFAR_ROOT = "/work/shared/datasets/cifar10"
+CIFAR_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
+                          "datasets", "cifar10")  # shared/ sits beside the repository
 
 
 def collect(ds):
