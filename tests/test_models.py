@@ -3,7 +3,7 @@ import collections
 import functools
 import json
 
-import cbcn_tf  # noqa: F401  (Keras 2 before tensorflow)
+import cbcn_tf  # Keras 2 before tensorflow
 import larq as lq
 import numpy as np
 import pytest
@@ -295,3 +295,17 @@ def test_register_model_refuses_a_second_model_with_the_same_name():
 
     with pytest.raises(ValueError, match="already registered"):
         register_model(cbcn_resnet18)
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_docstring_costs_match_cbcn_summary(name):
+    """The BOPs / FLOPs each model's docstring advertises are what cbcn_tf.summary counts."""
+    import re
+
+    import cbcn_tf.models as zoo
+
+    doc = " ".join(getattr(zoo, name).__doc__.split())
+    bops = int(re.search(r"([\d,]+) BOPs", doc).group(1).replace(",", ""))
+    flops = int(re.search(r"([\d,]+) FLOPs \(float MACs\)", doc).group(1).replace(",", ""))
+    totals = cbcn_tf.summary(create_model(name), print_fn=None).totals
+    assert (totals["binary_macs"], totals["float_macs"]) == (bops, flops)
