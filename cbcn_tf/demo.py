@@ -87,7 +87,7 @@ def run_demo(output_dir: str = "demo_output", *, epochs: int | None = None, expo
 
     plots.plot_curves(histories, os.path.join(output_dir, "curves.png"),
                       title="digits 16x16: CBCN vs XNOR vs full precision")
-    files.write_csv(rows, os.path.join(output_dir, "results.csv"))
+    files.write_csv(os.path.join(output_dir, "results.csv"), rows)
     print_fn(f"\nResults on the digits test split ({_test_size()} images); rotated = the same "
              "images rotated by [-45, 45] degrees, never seen in training:")
     print_fn(format_table(rows))
