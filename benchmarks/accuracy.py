@@ -22,14 +22,13 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 
 import cbcn_tf  # noqa: F401  (Keras 2 first)
 import matplotlib
 import tensorflow as tf
 
-from cbcn_tf import data, files
+from cbcn_tf import converters, data, files
 from cbcn_tf.models import create_model
 
 matplotlib.use("Agg")
@@ -74,24 +73,14 @@ def _schedule(epochs, base_lr=0.1):
     return lr
 
 
-def _lce_bytes(model):
+def _tflite_bytes(model, binary):
+    """Size of the deployed file: LCE for binary models, plain TFLite for the float twin."""
+    convert = converters.lce_flatbuffer if binary else converters.tflite_flatbuffer
     try:
-        from cbcn_tf.converters import export_lce
-    except ImportError:
+        return len(convert(model))
+    except ValueError as exc:  # report, don't lose the accuracy run
+        print(f"  export failed: {exc}", flush=True)
         return None
-    with tempfile.TemporaryDirectory() as tmp:
-        path = os.path.join(tmp, "model.tflite")
-        try:
-            export_lce(model, path, verify=False)
-        except Exception as exc:  # report, don't lose the accuracy run
-            print(f"  LCE export failed: {exc}", flush=True)
-            return None
-        return os.path.getsize(path)
-
-
-def _float_tflite_bytes(model):
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    return len(converter.convert())
 
 
 def run_arm(arm, args, info, train, val, val_rot):
@@ -120,7 +109,7 @@ def run_arm(arm, args, info, train, val, val_rot):
         bops=costs["binary_macs"], flops=costs["float_macs"],
         learned_1bit=costs["learned_binary_weights"],
         deployed_1bit=costs["deployed_binary_weights"], float_params=costs["float_params"],
-        tflite_bytes=_lce_bytes(model) if binary else _float_tflite_bytes(model),
+        tflite_bytes=_tflite_bytes(model, binary),
         seconds_per_epoch=round(seconds_per_epoch, 1),
     )
     return row, {k: [float(v) for v in vals] for k, vals in history.history.items()}, model

@@ -88,12 +88,13 @@ def run_demo(output_dir: str = "demo_output", *, epochs: int | None = None, expo
     plots.plot_curves(histories, os.path.join(output_dir, "curves.png"),
                       title="digits 16x16: CBCN vs XNOR vs full precision")
     files.write_csv(os.path.join(output_dir, "results.csv"), rows)
-    print_fn(f"\nResults on the digits test split ({_test_size()} images); rotated = the same "
+    images, labels = _test_images()
+    print_fn(f"\nResults on the digits test split ({len(labels)} images); rotated = the same "
              "images rotated by [-45, 45] degrees, never seen in training:")
     print_fn(format_table(rows))
     print_fn(f"Curves: {os.path.join(output_dir, 'curves.png')}")
     if export:
-        _export_cbcn(models["cbcn"], output_dir, print_fn)
+        _export_cbcn(models["cbcn"], output_dir, images, labels, print_fn)
     print_fn(f"Demo finished in {time.perf_counter() - start:.0f} s.")
     return rows
 
@@ -121,11 +122,7 @@ def _test_images():
     return np.concatenate(images), np.concatenate(labels)
 
 
-def _test_size() -> int:
-    return len(_test_images()[1])
-
-
-def _export_cbcn(model, output_dir, print_fn):
+def _export_cbcn(model, output_dir, images, labels, print_fn):
     try:
         import larq_compute_engine as lce
         from cbcn_tf.converters import export_lce
@@ -138,7 +135,6 @@ def _export_cbcn(model, output_dir, print_fn):
              f"{result.ops.get('LceBconv2d', 0)} LceBconv2d ops for "
              f"{len(result.binary_layers)} binary convs")
     # Parity on the real test images (the exporter's own check uses random inputs).
-    images, labels = _test_images()
     with open(path, "rb") as handle:
         lce_probs = lce.testing.Interpreter(handle.read(), num_threads=1).predict(images)
     keras_probs = model.predict(images, verbose=0)

@@ -51,7 +51,7 @@ import tensorflow as tf
 from cbcn_tf import config as config_lib
 from cbcn_tf import data as data_lib
 from cbcn_tf import files, plots
-from cbcn_tf.summary import summary as cbcn_summary
+from cbcn_tf.summary import iter_layers, summary as cbcn_summary
 
 STRATEGIES = ("none", "mirrored", "multi_worker")
 MODEL_FILE = "model.h5"
@@ -231,7 +231,7 @@ def add_weight_decay(model: tf.keras.Model, weight_decay: float, scope: str = "a
         variables = list(model.trainable_variables)
     elif scope in ("kernels", "float_kernels"):
         variables = [
-            layer.kernel for layer in _layers(model)
+            layer.kernel for layer in iter_layers(model)
             if getattr(layer, "kernel", None) is not None and layer.kernel.trainable
             and (scope == "kernels" or getattr(layer, "kernel_quantizer", None) is None)
         ]
@@ -848,10 +848,6 @@ def _training_data(config, strategy, start_epoch: int, verbose: int = 0):
     train_data = strategy.distribute_datasets_from_function(train_fn)
     eval_data = strategy.distribute_datasets_from_function(eval_fn)
     return train_data, eval_data, steps
-
-
-def _layers(model):
-    return [m for m in model.submodules if isinstance(m, tf.keras.layers.Layer)]
 
 
 def _final_dense(model):
