@@ -31,6 +31,13 @@ from cbcn_tf.files import atomic_write
 
 CONFIG_FILE = "config.yaml"
 
+# The choices of the config keys that have a fixed set of values. The CLI's flags and the code
+# acting on them take their choices from here.
+Optimizer = Literal["sgd", "adam"]
+LrScaling = Literal["none", "linear"]
+WeightDecayScope = Literal["all", "kernels", "float_kernels"]
+Distribute = Literal["none", "mirrored", "multi_worker"]
+
 
 class ConfigError(ValueError):
     """A recipe or override that does not fit `TrainConfig`; the message says how to fix it."""
@@ -65,18 +72,18 @@ class TrainConfig:
     steps_per_epoch: Optional[int] = None  # None: one pass over the training split
     # GLOBAL batch size: split evenly across all replicas of all workers.
     batch_size: int = 128
-    optimizer: Literal["sgd", "adam"] = "sgd"
+    optimizer: Optimizer = "sgd"
     # lr is the rate at base_batch_size; "linear" scales it by batch_size / base_batch_size
     # (Goyal et al. 2017), "none" uses it as is whatever the batch size.
     lr: float = 0.1
-    lr_scaling: Literal["none", "linear"] = "none"
+    lr_scaling: LrScaling = "none"
     base_batch_size: Optional[int] = None
     momentum: float = 0.9
     nesterov: bool = True
     lr_milestones: list = (60, 120, 160)
     lr_gamma: float = 0.2
     weight_decay: float = 5e-4
-    weight_decay_scope: Literal["all", "kernels", "float_kernels"] = "all"
+    weight_decay_scope: WeightDecayScope = "all"
     # Center-loss fine-tuning (SPEC 5): center_loss_epochs extra epochs after `epochs`.
     center_loss_epochs: int = 0
     center_loss_weight: float = 0.01  # lambda
@@ -85,7 +92,7 @@ class TrainConfig:
     seed: int = 0
     deterministic: bool = False
     # none | mirrored (all local devices) | multi_worker (MultiWorkerMirroredStrategy, TF_CONFIG)
-    distribute: Literal["none", "mirrored", "multi_worker"] = "none"
+    distribute: Distribute = "none"
     tensorboard: bool = True
 
     def __post_init__(self):

@@ -27,7 +27,8 @@ import larq_compute_engine as lce
 import numpy as np
 
 from cbcn_tf import files
-from cbcn_tf.converters.lce import audit_ops, input_shapes, random_inputs, tflite_interpreter
+from cbcn_tf.converters.flatbuffer import audit_ops, input_shapes
+from cbcn_tf.converters.parity import random_inputs, tflite_interpreter
 
 KERNELS = ("default", "indirect_bgemm", "reference")
 X86_CAVEAT = (

@@ -14,7 +14,7 @@ import tensorflow as tf
 from cbcn_tf.converters import (FloatFallbackWarning, Parity, audit_ops, benchmark_tflite,
                                 export_lce, export_tflite, lce_flatbuffer, materialize_cbconv,
                                 random_inputs, size_report)
-from cbcn_tf.converters import lce as lce_module
+from cbcn_tf.converters import export as export_module
 from cbcn_tf.layers import CBConv2D
 from cbcn_tf.models import create_model, list_models
 
@@ -245,7 +245,7 @@ def test_atomic_write_on_failures(tmp_path, monkeypatch):
     model = cbcn_net(2, strides=(1,))
 
     failing = Parity(sample_diffs=(1.0,) * 8, output_scale=1.0, tolerance=0.002)
-    monkeypatch.setattr(lce_module, "check_parity", lambda *args, **kwargs: failing)
+    monkeypatch.setattr(export_module, "check_parity", lambda *args, **kwargs: failing)
     with pytest.raises(ValueError, match="differs from Keras"):
         export_lce(model, path)
     monkeypatch.undo()
@@ -253,7 +253,7 @@ def test_atomic_write_on_failures(tmp_path, monkeypatch):
     def broken_converter(*args, **kwargs):
         raise RuntimeError("converter crashed")
 
-    monkeypatch.setattr(lce_module.lce, "convert_saved_model", broken_converter)
+    monkeypatch.setattr(export_module.lce, "convert_saved_model", broken_converter)
     with pytest.raises(ValueError, match="converter crashed"):
         export_lce(model, path)
     monkeypatch.undo()
@@ -261,7 +261,7 @@ def test_atomic_write_on_failures(tmp_path, monkeypatch):
     def broken_replace(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(lce_module.os, "replace", broken_replace)
+    monkeypatch.setattr(export_module.os, "replace", broken_replace)
     with pytest.raises(OSError, match="disk full"):
         export_lce(model, path, verify=False)
     monkeypatch.undo()

@@ -112,7 +112,7 @@ def test_center_loss_stage_switches_the_term_on_at_its_epoch():
     inputs = tf.keras.Input((4,))
     base = tf.keras.Model(inputs, tf.keras.layers.Dense(2, activation="softmax")(inputs))
     wrapper = training.CenterLossModel(base, weight=0.0)
-    stage = training._CenterLossStage(start_epoch=3, weight=0.25)
+    stage = training.CenterLossStage(start_epoch=3, weight=0.25)
     stage.set_model(wrapper)
     weights = []
     for epoch in (0, 2, 3, 4):

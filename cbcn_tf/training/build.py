@@ -1,0 +1,65 @@
+"""From a config to a model: dataset-derived model_kwargs, checks before building, building."""
+from __future__ import annotations
+
+import dataclasses
+
+import tensorflow as tf
+
+from cbcn_tf import config as config_lib
+from cbcn_tf import data as data_lib
+
+# Smallest input height / width of the zoo models: the product of their strides, so every
+# stride-2 conv / pool still halves a map of at least 2x2 (smaller inputs build, since all
+# padding is "same", but the last stages then run on 1x1 maps padded with constants).
+MIN_INPUT_SIZE = {
+    "cbcn_resnet18": 8, "xnor_resnet18": 8, "xnor_resnet18_doubled": 8,
+    "cbcn_resnet18_imagenet": 32, "cbcn_lenet": 8, "cbcn_wrn22": 4, "cbcn_wrn40": 4,
+}
+
+
+def resolve_config(config: config_lib.TrainConfig) -> config_lib.TrainConfig:
+    """Fill ``model_kwargs`` input_shape / num_classes from the dataset unless given."""
+    info = data_lib.dataset_info(config.dataset, data_dir=config.data_dir)
+    kwargs = {"input_shape": list(info.input_shape), "num_classes": info.num_classes}
+    kwargs.update(config.model_kwargs)
+    return dataclasses.replace(config, model_kwargs=kwargs)
+
+
+def check_model_settings(config: config_lib.TrainConfig) -> None:
+    """Refuse, before building anything, an unknown model or an input below its minimum size.
+
+    Example:
+        >>> cfg = config_lib.TrainConfig(model="cbcn_resnet18_imagenet",
+        ...                              model_kwargs={"input_shape": [16, 16, 3]})
+        >>> check_model_settings(cfg)
+        Traceback (most recent call last):
+        ...
+        ValueError: Input shape (16, 16, 3) is too small for cbcn_resnet18_imagenet: its strides downsample by 32, so it needs at least 32x32 inputs. Use a dataset with larger images or set model_kwargs.input_shape to at least [32, 32, C].
+    """
+    from cbcn_tf.models import list_models
+
+    if config.model not in list_models():
+        raise ValueError(
+            f"Unknown model {config.model!r}. Valid names: {', '.join(list_models())}.")
+    shape = config.model_kwargs.get("input_shape")
+    minimum = MIN_INPUT_SIZE.get(config.model)
+    if shape is None or minimum is None:
+        return
+    if len(shape) != 3:
+        raise ValueError(f"input_shape must be (height, width, channels), got {tuple(shape)}.")
+    if min(shape[:2]) < minimum:
+        raise ValueError(
+            f"Input shape {tuple(shape)} is too small for {config.model}: its strides downsample "
+            f"by {minimum}, so it needs at least {minimum}x{minimum} inputs. Use a dataset with "
+            f"larger images or set model_kwargs.input_shape to at least [{minimum}, {minimum}, C].")
+
+
+def build_model(config: config_lib.TrainConfig) -> tf.keras.Model:
+    """``cbcn_tf.models.create_model(config.model, **config.model_kwargs)`` (lists as tuples)."""
+    from cbcn_tf.models import create_model
+
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model_kwargs.items()}
+    try:
+        return create_model(config.model, **kwargs)
+    except TypeError as exc:  # an unknown keyword from the recipe or --set model_kwargs.NAME
+        raise ValueError(f"Model keyword arguments do not fit {config.model}: {exc}.") from None

@@ -1,0 +1,107 @@
+"""Optimiser, learning-rate schedule, coupled weight decay and compiling for classification."""
+from __future__ import annotations
+
+import typing
+
+import tensorflow as tf
+
+from cbcn_tf import config as config_lib
+from cbcn_tf.summary import iter_layers
+from cbcn_tf.training.center_loss import CenterLossModel
+
+WEIGHT_DECAY_SCOPES = typing.get_args(config_lib.WeightDecayScope)
+
+
+def scaled_lr(config: config_lib.TrainConfig) -> float:
+    """``lr`` after the ``lr_scaling`` rule: ``lr * batch_size / base_batch_size`` if "linear".
+
+    Example:
+        >>> cfg = config_lib.TrainConfig(lr=0.1, batch_size=1024, lr_scaling="linear",
+        ...                              base_batch_size=256)
+        >>> round(scaled_lr(cfg), 6)
+        0.4
+    """
+    if config.lr_scaling == "linear":
+        return config.lr * config.batch_size / config.base_batch_size
+    return config.lr
+
+
+def lr_schedule(config: config_lib.TrainConfig):
+    """Piecewise-constant learning rate over epochs: ``lr * lr_gamma ** #(milestones <= epoch)``.
+
+    The rate depends on the epoch only (Keras passes the current rate as a second argument,
+    which is ignored), so a resumed run gets the same rates as an uninterrupted one.
+
+    ``lr`` is first scaled by `scaled_lr` (``lr_scaling``).
+
+    Example:
+        >>> schedule = lr_schedule(config_lib.load_config("cifar10_resnet18_k4"))
+        >>> [round(schedule(epoch), 6) for epoch in (0, 59, 60, 120, 160)]
+        [0.1, 0.1, 0.02, 0.004, 0.0008]
+    """
+    milestones = sorted(config.lr_milestones)
+    base = scaled_lr(config)
+
+    def schedule(epoch: int, current_lr=None) -> float:
+        return base * config.lr_gamma ** sum(epoch >= m for m in milestones)
+
+    return schedule
+
+
+def add_weight_decay(model: tf.keras.Model, weight_decay: float, scope: str = "all") -> None:
+    """Add the coupled L2 loss ``weight_decay / 2 * sum ||v||^2`` to ``model.losses``.
+
+    Its gradient ``weight_decay * v`` is what PyTorch's SGD ``weight_decay`` adds, so the
+    released code's recipes carry over. ``scope`` is "all" (every trainable variable, the
+    released code), "kernels" (conv / dense kernels incl. latent binary weights) or
+    "float_kernels" (kernels of layers without a kernel quantizer).
+
+    Example:
+        >>> model = tf.keras.Sequential([tf.keras.layers.Dense(2, input_shape=(3,))])
+        >>> add_weight_decay(model, 5e-4, "kernels")
+        >>> len(model.losses)
+        1
+    """
+    if weight_decay == 0:
+        return
+    if scope == "all":
+        variables = list(model.trainable_variables)
+    elif scope in WEIGHT_DECAY_SCOPES:
+        variables = [
+            layer.kernel for layer in iter_layers(model)
+            if getattr(layer, "kernel", None) is not None and layer.kernel.trainable
+            and (scope == "kernels" or getattr(layer, "kernel_quantizer", None) is None)
+        ]
+    else:
+        raise ValueError(
+            f"Unknown weight_decay_scope {scope!r}; use {', '.join(WEIGHT_DECAY_SCOPES[:-1])} "
+            f"or {WEIGHT_DECAY_SCOPES[-1]}.")
+    # Decay the latent float weights of larq's quantized variables, never their sign.
+    variables = [getattr(v, "latent_variable", v) for v in variables]
+    model.add_loss(lambda: weight_decay * tf.add_n([tf.nn.l2_loss(v) for v in variables]))
+
+
+def make_optimizer(config: config_lib.TrainConfig) -> tf.keras.optimizers.Optimizer:
+    if config.optimizer == "sgd":
+        return tf.keras.optimizers.SGD(config.lr, momentum=config.momentum,
+                                       nesterov=config.nesterov)
+    return tf.keras.optimizers.Adam(config.lr)
+
+
+def compile_for_classification(model: tf.keras.Model, optimizer=None) -> None:
+    """Compile with cross-entropy, top-1 ("accuracy") and top-5 ("top5") metrics."""
+    classifier = model.classifier if isinstance(model, CenterLossModel) else model
+    num_classes = classifier.output_shape[-1]
+    from_logits = not _ends_in_softmax(classifier)
+    model.compile(
+        optimizer=optimizer or "sgd",
+        loss=tf.keras.losses.SparseCategoricalCrossentropy(from_logits=from_logits),
+        metrics=[
+            tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+            tf.keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
+        ],
+    )
+
+
+def _ends_in_softmax(model) -> bool:
+    return getattr(model.layers[-1], "activation", None) is tf.keras.activations.softmax
