@@ -23,13 +23,17 @@ one ``cbcn: error: ...`` line on stderr and exit with code 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
+import typing
 
 import cbcn_tf  # noqa: F401  (selects Keras 2 before anything touches tf.keras)
 from cbcn_tf import config as config_lib
 
 EXIT_USAGE = 2
+# Config keys with a flag of their own in `cbcn train` (applied after --set).
+_TRAIN_FLAGS = ("seed", "deterministic", "distribute", "batch_size", "lr_scaling")
 
 
 def main(argv=None) -> int:
@@ -48,13 +52,9 @@ def main(argv=None) -> int:
 def _train(args) -> None:
     from cbcn_tf import training
 
-    overrides = list(args.set)
-    for key in ("seed", "distribute", "batch_size", "lr_scaling"):
-        if getattr(args, key) is not None:
-            overrides.append(f"{key}={getattr(args, key)}")
-    if args.deterministic:
-        overrides.append("deterministic=true")
-    config = config_lib.load_config(args.config, overrides)
+    config = config_lib.load_config(args.config, args.set)
+    flags = {key: getattr(args, key) for key in _TRAIN_FLAGS if getattr(args, key) is not None}
+    config = dataclasses.replace(config, **flags)  # typed flags win over --set
     result = training.train(config, args.output, resume=args.resume, verbose=args.verbose)
     if result.history:
         last = result.history[-1]
@@ -72,23 +72,12 @@ def _evaluate(args) -> None:
     from cbcn_tf import training
 
     model = training.load_model(args.run)  # first: it names a missing run folder or file
-    saved = None
-    config_path = os.path.join(args.run, config_lib.CONFIG_FILE)
-    if os.path.isdir(args.run) and os.path.exists(config_path):
-        saved = config_lib.read_config(config_path)
-    dataset = args.dataset or (saved and saved.dataset)
-    if not dataset:
-        raise ValueError(f"{args.run} has no {config_lib.CONFIG_FILE}; pass --dataset NAME.")
-    options = dict(
-        split=args.split or (saved.eval_split if saved else "test"),
-        data_dir=args.data_dir or (saved and saved.data_dir),
-        validation_fraction=saved.validation_fraction if saved else None,
-        batch_size=args.batch_size,
-    )
+    options = training.run_eval_options(args.run, dataset=args.dataset, split=args.split,
+                                        data_dir=args.data_dir)
     variants = [False] if args.no_rotated else [False, True]
     print(f"{'split':<22}{'top-1':>8}{'top-5':>8}{'loss':>9}")
     for rotate in variants:
-        scores = training.evaluate(model, dataset, rotate=rotate, **options)
+        scores = training.evaluate(model, rotate=rotate, batch_size=args.batch_size, **options)
         name = options["split"] + (" (rotated)" if rotate else "")
         print(f"{name:<22}{scores['top1']:>8.4f}{scores['top5']:>8.4f}{scores['loss']:>9.4f}")
 
@@ -96,14 +85,9 @@ def _evaluate(args) -> None:
 def _summary(args) -> None:
     from cbcn_tf import training
 
-    kwargs = {}
-    if args.dataset:
-        from cbcn_tf.data import dataset_info
-
-        info = dataset_info(args.dataset)
-        kwargs.update(input_shape=list(info.input_shape), num_classes=info.num_classes)
+    kwargs = training.dataset_model_kwargs(args.dataset) if args.dataset else {}
     kwargs.update(config_lib.parse_assignments(args.set))
-    model = training.build_model(config_lib.TrainConfig(model=args.model, model_kwargs=kwargs))
+    model = training.model_from_kwargs(args.model, kwargs)
     print(training.summary_text(model), end="")
 
 
@@ -185,15 +169,16 @@ def _parser() -> argparse.ArgumentParser:
                        "other values allowed); an interrupted run restarted with the same "
                        "command continues without it")
     train.add_argument("--seed", type=int, help="random seed (tf.keras.utils.set_random_seed)")
-    train.add_argument("--deterministic", action="store_true",
+    train.add_argument("--deterministic", action="store_true", default=None,
                        help="enable TensorFlow op determinism (slower)")
-    train.add_argument("--distribute", choices=("none", "mirrored", "multi_worker"),
+    train.add_argument("--distribute", choices=typing.get_args(config_lib.Distribute),
                        help="distribution strategy (default: the recipe's, usually none): "
                        "mirrored = all local devices, multi_worker = MultiWorkerMirroredStrategy "
                        "over the cluster in TF_CONFIG (docs/DISTRIBUTED.md)")
     train.add_argument("--batch-size", dest="batch_size", type=int,
                        help="GLOBAL batch size, split across all replicas of all workers")
-    train.add_argument("--lr-scaling", dest="lr_scaling", choices=("none", "linear"),
+    train.add_argument("--lr-scaling", dest="lr_scaling",
+                       choices=typing.get_args(config_lib.LrScaling),
                        help="linear: lr * batch_size / base_batch_size (set base_batch_size)")
     train.add_argument("--verbose", type=int, choices=(0, 1, 2), default=1,
                        help="Keras verbosity: 1 progress bar (default), 2 one line per epoch")

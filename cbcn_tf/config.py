@@ -80,11 +80,11 @@ class TrainConfig:
     base_batch_size: Optional[int] = None
     momentum: float = 0.9
     nesterov: bool = True
-    lr_milestones: list = (60, 120, 160)
+    lr_milestones: tuple[int, ...] = (60, 120, 160)
     lr_gamma: float = 0.2
     weight_decay: float = 5e-4
     weight_decay_scope: WeightDecayScope = "all"
-    # Center-loss fine-tuning (SPEC 5): center_loss_epochs extra epochs after `epochs`.
+    # Center-loss fine-tuning (docs/METHOD.md, "Center loss"): center_loss_epochs extra epochs after `epochs`.
     center_loss_epochs: int = 0
     center_loss_weight: float = 0.01  # lambda
     center_loss_alpha: float = 0.5  # centre update rate
@@ -105,8 +105,6 @@ class TrainConfig:
 
 
 FIELD_TYPES = typing.get_type_hints(TrainConfig)
-# Element types of the list fields (the dataclass annotation only says "list").
-_LIST_ITEMS = {"lr_milestones": int}
 
 
 def valid_keys() -> list:
@@ -248,49 +246,42 @@ def _check(key: str, value, source: str):
             f"{source}: unknown config key {key!r}.{hint} Valid keys: {', '.join(valid_keys())} "
             "(and model_kwargs.NAME for keyword arguments of the model function)."
         )
-    annotation = FIELD_TYPES[key]
-    optional = type(None) in typing.get_args(annotation)
-    if optional:
-        if value is None:
-            return None
-        annotation = next(a for a in typing.get_args(annotation) if a is not type(None))
-    if typing.get_origin(annotation) is Literal:
-        choices = typing.get_args(annotation)
-        if value not in choices:
-            raise ConfigError(f"config key {key!r} expects one of {list(choices)}, got {value!r}.")
-        return value
-    expected = _LIST_ITEMS.get(key, annotation)
-    if annotation is list:
-        if isinstance(value, (list, tuple)) and all(_is(v, expected) for v in value):
-            return tuple(_as(v, expected) for v in value)
-        name = f"list of {expected.__name__}"
-    elif _is(value, annotation):
-        return _as(value, annotation)
-    else:
-        name = annotation.__name__ + (" or null" if optional else "")
-    raise ConfigError(f"config key {key!r} expects {name}, got {value!r} ({type(value).__name__}).")
-
-
-def _is(value, kind) -> bool:
-    if kind is float:  # ints are fine where floats are expected (lr: 1)
-        return _float_or_none(value) is not None
-    if kind is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    return isinstance(value, kind)
+    kind = FIELD_TYPES[key]
+    if typing.get_origin(kind) is Literal and value not in typing.get_args(kind):
+        raise ConfigError(
+            f"config key {key!r} expects one of {list(typing.get_args(kind))}, got {value!r}.")
+    try:
+        return _as(value, kind)
+    except (TypeError, ValueError):
+        raise ConfigError(f"config key {key!r} expects {_type_name(kind)}, got {value!r} "
+                          f"({type(value).__name__}).") from None
 
 
 def _as(value, kind):
-    return _float_or_none(value) if kind is float else value
+    """``value`` as the annotated type ``kind``; TypeError / ValueError if it is not one."""
+    origin, args = typing.get_origin(kind), typing.get_args(kind)
+    if origin is Literal:
+        return value
+    if origin is typing.Union:  # Optional[X]
+        return None if value is None else _as(value, args[0])
+    if origin is tuple:  # tuple[X, ...], written as a YAML list
+        if not isinstance(value, (list, tuple)):
+            raise TypeError(value)
+        return tuple(_as(item, args[0]) for item in value)
+    if kind is float and not isinstance(value, bool):
+        return float(value)  # PyYAML (YAML 1.1) reads "5e-4" as a string: a float to a user
+    if type(value) is kind or (kind is dict and isinstance(value, dict)):
+        return value
+    raise TypeError(value)
 
 
-def _float_or_none(value):
-    # PyYAML (YAML 1.1) reads "5e-4" as a string; it is a float to anyone typing --set.
-    if isinstance(value, bool):
-        return None
-    try:
-        return float(value) if isinstance(value, (int, float, str)) else None
-    except ValueError:
-        return None
+def _type_name(kind) -> str:
+    args = typing.get_args(kind)
+    if typing.get_origin(kind) is typing.Union:
+        return _type_name(args[0]) + " or null"
+    if typing.get_origin(kind) is tuple:
+        return "list of " + _type_name(args[0])
+    return kind.__name__
 
 
 def _plain(value):

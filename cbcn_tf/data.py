@@ -24,9 +24,14 @@ import dataclasses
 import functools
 import math
 import os
+from typing import Literal
 
 import numpy as np
 import tensorflow as tf
+
+# Training augmentation recipes (see the module docstring): "cifar" (reflect-pad crop + flip),
+# "mnist" (reflect-pad crop, no flip), "imagenet" (random-resized crop + flip; centre crop).
+Augmentation = Literal["cifar", "mnist", "imagenet"]
 
 __all__ = [
     "DATASETS", "DatasetInfo", "list_datasets", "dataset_info", "load_dataset", "rotate_images",
@@ -50,6 +55,7 @@ class DatasetInfo:
     mean: tuple
     std: tuple
     rotation_range_degrees: tuple
+    augmentation: Augmentation = "cifar"
 
 
 _CIFAR_MEAN, _CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
@@ -59,16 +65,16 @@ _MNIST_ROT, _CIFAR_ROT = (-45.0, 45.0), (0.0, 360.0)
 DATASETS = {
     # Train-split statistics of the 16x16 digits as built by `_digits_splits`.
     "digits": DatasetInfo("digits", 10, (16, 16, 1), None, ("train", "test"),
-                          (0.3054,), (0.3189,), _MNIST_ROT),
+                          (0.3054,), (0.3189,), _MNIST_ROT, "mnist"),
     "mnist": DatasetInfo("mnist", 10, (28, 28, 1), "mnist", ("train", "test"),
-                         _MNIST_MEAN, _MNIST_STD, _MNIST_ROT),
+                         _MNIST_MEAN, _MNIST_STD, _MNIST_ROT, "mnist"),
     "cifar10": DatasetInfo("cifar10", 10, (32, 32, 3), "cifar10", ("train", "test"),
                            _CIFAR_MEAN, _CIFAR_STD, _CIFAR_ROT),
     "cifar100": DatasetInfo("cifar100", 100, (32, 32, 3), "cifar100", ("train", "test"),
                             _CIFAR_MEAN, _CIFAR_STD, _CIFAR_ROT),
     "imagenet2012": DatasetInfo("imagenet2012", 1000, (224, 224, 3), "imagenet2012",
                                 ("train", "validation"), (0.485, 0.456, 0.406),
-                                (0.229, 0.224, 0.225), _CIFAR_ROT),
+                                (0.229, 0.224, 0.225), _CIFAR_ROT, "imagenet"),
 }
 
 # The extensions tfds.folder_dataset.ImageFolder reads; other files are ignored.
@@ -93,12 +99,12 @@ def dataset_info(name: str, *, data_dir=None) -> DatasetInfo:
     ``name`` is a key of `DATASETS`, ``"folder:PATH"``, or ``"image_folder"`` with
     ``data_dir=PATH``. For a folder ``PATH/<split>/<class>/<image>`` the classes are the class
     folder names (sorted, across all splits), the input shape is read from the first image,
-    and RGB folders use the CIFAR-10 statistics (grayscale ones the MNIST statistics), as the
-    folders this project uses hold CIFAR-10.
+    RGB folders use the CIFAR-10 statistics (grayscale ones the MNIST statistics), and
+    training uses the CIFAR augmentation.
 
     Example::
 
-        dataset_info("folder:../shared/datasets/cifar10").num_classes   # 10
+        dataset_info("folder:PATH/cifar10").num_classes   # 10 for a CIFAR-10 ImageFolder at PATH
     """
     root = _folder_root(name, data_dir)
     if root is not None:
@@ -205,9 +211,9 @@ def load_dataset(
 
     Example::
 
-        train = load_dataset("folder:../shared/datasets/cifar10", "train", training=True,
+        train = load_dataset("folder:PATH/cifar10", "train", training=True,
                              validation_fraction=0.1)
-        val = load_dataset("folder:../shared/datasets/cifar10", "validation",
+        val = load_dataset("folder:PATH/cifar10", "validation",
                            validation_fraction=0.1, rotate=True)
     """
     info = dataset_info(name, data_dir=data_dir)
@@ -430,8 +436,7 @@ def _validate_folder_split(root, split):
 
 def _make_prepare(info, *, training, rotate, seed):
     """Per-example map ``(index, (image, label)) -> (normalised float image, label)``."""
-    recipes = {"mnist": "mnist", "digits": "mnist", "imagenet2012": "imagenet"}
-    recipe = recipes.get(info.name, "cifar")  # cifar10, cifar100 and image folders
+    recipe = info.augmentation
     mean = tf.constant(info.mean, tf.float32)
     std = tf.constant(info.std, tf.float32)
     low, high = info.rotation_range_degrees

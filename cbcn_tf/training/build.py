@@ -17,10 +17,15 @@ MIN_INPUT_SIZE = {
 }
 
 
+def dataset_model_kwargs(dataset: str, data_dir=None) -> dict:
+    """The model keyword arguments a dataset decides: ``input_shape`` and ``num_classes``."""
+    info = data_lib.dataset_info(dataset, data_dir=data_dir)
+    return {"input_shape": list(info.input_shape), "num_classes": info.num_classes}
+
+
 def resolve_config(config: config_lib.TrainConfig) -> config_lib.TrainConfig:
     """Fill ``model_kwargs`` input_shape / num_classes from the dataset unless given."""
-    info = data_lib.dataset_info(config.dataset, data_dir=config.data_dir)
-    kwargs = {"input_shape": list(info.input_shape), "num_classes": info.num_classes}
+    kwargs = dataset_model_kwargs(config.dataset, config.data_dir)
     kwargs.update(config.model_kwargs)
     return dataclasses.replace(config, model_kwargs=kwargs)
 
@@ -55,11 +60,17 @@ def check_model_settings(config: config_lib.TrainConfig) -> None:
 
 
 def build_model(config: config_lib.TrainConfig) -> tf.keras.Model:
-    """``cbcn_tf.models.create_model(config.model, **config.model_kwargs)`` (lists as tuples)."""
+    """The model of ``config``: `model_from_kwargs` of its model and model_kwargs."""
+    return model_from_kwargs(config.model, config.model_kwargs)
+
+
+def model_from_kwargs(name: str, kwargs: dict) -> tf.keras.Model:
+    """``cbcn_tf.models.create_model(name, **kwargs)`` (lists as tuples); ValueError for
+    keyword arguments the model function does not take."""
     from cbcn_tf.models import create_model
 
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model_kwargs.items()}
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
     try:
-        return create_model(config.model, **kwargs)
+        return create_model(name, **kwargs)
     except TypeError as exc:  # an unknown keyword from the recipe or --set model_kwargs.NAME
-        raise ValueError(f"Model keyword arguments do not fit {config.model}: {exc}.") from None
+        raise ValueError(f"Model keyword arguments do not fit {name}: {exc}.") from None

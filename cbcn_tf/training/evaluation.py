@@ -7,11 +7,12 @@ import warnings
 import larq as lq
 import tensorflow as tf
 
+from cbcn_tf import config as config_lib
 from cbcn_tf import data as data_lib
 from cbcn_tf import files
 from cbcn_tf.summary import summary as cbcn_summary
 from cbcn_tf.training.optim import compile_for_classification
-from cbcn_tf.training.rundir import MODEL_FILE
+from cbcn_tf.training.rundir import MODEL_FILE, RunDir
 
 # Evaluation data always uses this seed, so every run is scored on the same rotated test set.
 EVAL_SEED = 0
@@ -44,6 +45,18 @@ def evaluate(model, dataset: str, *, split: str = "test", rotate: bool = False,
     compile_for_classification(scorer)
     values = scorer.evaluate(data, verbose=verbose, return_dict=True)
     return {"top1": values["accuracy"], "top5": values["top5"], "loss": values["loss"]}
+
+
+def run_eval_options(run, *, dataset=None, split=None, data_dir=None) -> dict:
+    """`evaluate`'s dataset, split, data_dir and validation_fraction for the run folder (or
+    model file) ``run``: each value given, else the run's config.yaml, else the default."""
+    saved = RunDir(run).saved_config()
+    dataset = dataset or (saved and saved.dataset)
+    if not dataset:
+        raise ValueError(f"{run} has no {config_lib.CONFIG_FILE}; pass --dataset NAME.")
+    return dict(dataset=dataset, split=split or (saved.eval_split if saved else "test"),
+                data_dir=data_dir or (saved and saved.data_dir),
+                validation_fraction=saved.validation_fraction if saved else None)
 
 
 def load_model(path) -> tf.keras.Model:

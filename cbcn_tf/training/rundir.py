@@ -76,6 +76,11 @@ class RunDir:
         if not existed and not self.private:
             self.created.append(path)
 
+    def saved_config(self):
+        """The run's config.yaml as a `TrainConfig`, or None if it has none."""
+        path = os.path.join(self.path, config_lib.CONFIG_FILE)
+        return config_lib.read_config(path) if os.path.isfile(path) else None
+
     def history(self) -> list:
         path = self.file(HISTORY_FILE)
         return read_history(path) if os.path.exists(path) else []
@@ -141,15 +146,15 @@ class RunDir:
         """Return whether there is a run to resume; raise ValueError for a folder we must not
         use."""
         output_dir = self.path
-        config_path = os.path.join(output_dir, config_lib.CONFIG_FILE)
         if os.path.exists(output_dir) and not os.path.isdir(output_dir):
             raise ValueError(f"Output {output_dir} is a file; choose a folder.")
         has_backup = (latest_backup(self.backup_dir) is not None
                       if os.path.isdir(self.backup_dir) else False)
         finished = os.path.exists(os.path.join(output_dir, MODEL_FILE))
-        if not (os.path.exists(config_path) or has_backup or finished):
+        has_config = os.path.exists(os.path.join(output_dir, config_lib.CONFIG_FILE))
+        if not (has_config or has_backup or finished):
             return False
-        saved = config_lib.read_config(config_path) if os.path.exists(config_path) else None
+        saved = self.saved_config()
         # An interrupted run (no model.h5 yet) restarted with the same command continues (from
         # its backup if one was saved, else from the start).
         interrupted_same = saved == config and not finished
