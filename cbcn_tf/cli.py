@@ -52,9 +52,7 @@ def main(argv=None) -> int:
 def _train(args) -> None:
     from cbcn_tf import training
 
-    config = config_lib.load_config(args.config, args.set)
-    flags = {key: getattr(args, key) for key in _TRAIN_FLAGS if getattr(args, key) is not None}
-    config = dataclasses.replace(config, **flags)  # typed flags win over --set
+    config = _train_config(args)
     result = training.train(config, args.output, resume=args.resume, verbose=args.verbose)
     if result.history:
         last = result.history[-1]
@@ -66,6 +64,13 @@ def _train(args) -> None:
         return
     print(f"Wrote {result.output_dir}: {config_lib.CONFIG_FILE}, {training.HISTORY_FILE}, "
           f"{training.MODEL_FILE}, {training.SUMMARY_FILE}, {training.CURVES_FILE}")
+
+
+def _train_config(args) -> config_lib.TrainConfig:
+    """The recipe, then the ``--set`` values, then the typed flags given."""
+    config = config_lib.load_config(args.config, args.set)
+    flags = {key: getattr(args, key) for key in _TRAIN_FLAGS if getattr(args, key) is not None}
+    return dataclasses.replace(config, **flags)
 
 
 def _evaluate(args) -> None:

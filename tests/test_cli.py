@@ -12,57 +12,34 @@ import tensorflow as tf
 from cbcn_tf import cli, config as config_lib, training
 from cbcn_tf.data import load_dataset
 
-# A tiny CBCN LeNet on the packaged digits (16x16x1): seconds per run.
-TINY_DIGITS = ["--config", "digits_demo", "--verbose", "0",
-               "--set", "model=cbcn_lenet", "--set", "model_kwargs.kernel_stage=[2, 2, 2, 2]",
-               "--set", "model_kwargs.orientations=2", "--set", "batch_size=16",
-               "--set", "steps_per_epoch=3", "--set", "tensorboard=false"]
-
-
-def run_cli(*args):
-    """main() in-process; argparse's own errors raise SystemExit, ours return the code."""
-    try:
-        return cli.main([str(a) for a in args])
-    except SystemExit as exit_:
-        return exit_.code
-
-
-@pytest.fixture(scope="module")
-def digits_run(tmp_path_factory):
-    run = tmp_path_factory.mktemp("cli") / "digits"
-    assert run_cli("train", *TINY_DIGITS, "--set", "epochs=1", "--output", run, "--seed", 3) == 0
-    return run
-
-
-def test_train_writes_the_run_files(digits_run):
+def test_train_writes_the_run_files(tiny_run):
     for name in ("config.yaml", "history.csv", "model.h5", "summary.txt", "curves.png"):
-        assert os.path.getsize(digits_run / name) > 0, name
-    saved = config_lib.read_config(digits_run / "config.yaml")
+        assert os.path.getsize(tiny_run / name) > 0, name
+    saved = config_lib.read_config(tiny_run / "config.yaml")
     assert (saved.model, saved.seed, saved.epochs) == ("cbcn_lenet", 3, 1)
     assert saved.model_kwargs == {"input_shape": [16, 16, 1], "num_classes": 10,
                                   "kernel_stage": [2, 2, 2, 2], "orientations": 2}
 
 
-def test_resume_continues_at_the_next_epoch(digits_run, tmp_path):
+def test_resume_continues_at_the_next_epoch(tiny_run, tmp_path, train_cli):
     run = tmp_path / "run"
-    shutil.copytree(digits_run, run)
+    shutil.copytree(tiny_run, run)
     # Another seed: had epoch 0 been rerun (nothing restored), its row would differ.
-    assert run_cli("train", *TINY_DIGITS, "--set", "epochs=2", "--output", run, "--resume",
-                   "--seed", 4) == 0
+    assert train_cli(run, "epochs=2", extra=["--resume", "--seed", 4]) == 0
     history = training.read_history(run / "history.csv")
     assert [row["epoch"] for row in history] == [0, 1]
-    assert history[0] == training.read_history(digits_run / "history.csv")[0]
+    assert history[0] == training.read_history(tiny_run / "history.csv")[0]
     assert config_lib.read_config(run / "config.yaml").epochs == 2
 
 
-def test_evaluate_prints_what_model_evaluate_gives(digits_run, capsys):
+def test_evaluate_prints_what_model_evaluate_gives(tiny_run, capsys, run_cli):
     capsys.readouterr()
-    assert run_cli("evaluate", digits_run) == 0
+    assert run_cli("evaluate", tiny_run) == 0
     lines = capsys.readouterr().out.splitlines()
     printed = {line.rsplit(None, 3)[0]: [float(v) for v in line.split()[-3:]] for line in lines[1:]}
     assert set(printed) == {"test", "test (rotated)"}
 
-    model = training.load_model(digits_run)
+    model = training.load_model(tiny_run)
     training.compile_for_classification(model)
     for name, rotate in (("test", False), ("test (rotated)", True)):
         top1, top5, loss = printed[name]
@@ -74,7 +51,7 @@ def test_evaluate_prints_what_model_evaluate_gives(digits_run, capsys):
                                    atol=6e-5)
 
 
-def test_train_and_evaluate_on_mocked_cifar10(tmp_path, capsys):
+def test_train_and_evaluate_on_mocked_cifar10(tmp_path, capsys, run_cli):
     tfds = pytest.importorskip("tensorflow_datasets")
     run = tmp_path / "cifar"
     with tfds.testing.mock_data(num_examples=24):
@@ -91,69 +68,46 @@ def test_train_and_evaluate_on_mocked_cifar10(tmp_path, capsys):
     assert training.load_model(run).input_shape == (None, 32, 32, 3)
 
 
-def _error_line(capsys):
-    err = capsys.readouterr().err.strip()
-    assert err.startswith("cbcn: error: ") and "\n" not in err, err
-    return err
+def test_existing_run_needs_resume(tiny_run, train_cli, error_line):
+    assert train_cli(tiny_run) == 2
+    assert "already holds a training run; pass --resume" in error_line()
 
 
-@pytest.mark.parametrize("sets, message", [
-    (["model=resnet_typo"], "Unknown model 'resnet_typo'. Valid names: cbcn_lenet, "),
-    (["dataset=cifar11"], "Unknown dataset 'cifar11'. Valid names: cifar10, cifar100, digits"),
-    (["dataset=folder:/no/such/folder"], "Image folder /no/such/folder does not exist"),
-    (["epochs=ten"], "config key 'epochs' expects int, got 'ten' (str)"),
-    (["model_kwargs.no_such_kwarg=1"], "Model keyword arguments do not fit cbcn_lenet"),
-])
-def test_bad_names_and_values_give_one_error_line(sets, message, tmp_path, capsys):
-    args = [a for s in sets for a in ("--set", s)]
-    assert run_cli("train", *TINY_DIGITS, *args, "--output", tmp_path / "run") == 2
-    assert message in _error_line(capsys)
-
-
-def test_unreadable_image_is_named(tmp_path, capsys):
-    from PIL import Image
-
-    for cls in ("a", "b"):
-        os.makedirs(tmp_path / "data" / "train" / cls)
-        Image.new("RGB", (8, 8)).save(tmp_path / "data" / "train" / cls / "0.jpg")
-    (tmp_path / "data" / "train" / "b" / "1.jpg").write_bytes(b"not a jpeg")
-    assert run_cli("train", *TINY_DIGITS, "--set", f"dataset=folder:{tmp_path / 'data'}",
-                   "--set", "eval_split=train", "--output", tmp_path / "run") == 2
-    assert f"Unreadable image {tmp_path / 'data' / 'train' / 'b' / '1.jpg'}" in _error_line(capsys)
-
-
-def test_unknown_recipe_lists_shipped_ones(tmp_path, capsys):
-    assert run_cli("train", "--config", "cifar_typo", "--output", tmp_path) == 2
-    assert "shipped recipes: cifar10_resnet18_k4, digits_demo" in _error_line(capsys)
-
-
-def test_existing_run_needs_resume(digits_run, capsys):
-    assert run_cli("train", *TINY_DIGITS, "--output", digits_run) == 2
-    assert "already holds a training run; pass --resume" in _error_line(capsys)
-
-
-def test_resume_refuses_another_models_run(digits_run, capsys):
-    assert run_cli("train", *TINY_DIGITS, "--set", "model_kwargs.orientations=4",
-                   "--output", digits_run, "--resume") == 2
-    message = _error_line(capsys)
-    assert f"Cannot resume {digits_run}: its model_kwargs is" in message
+def test_resume_refuses_another_models_run(tiny_run, train_cli, error_line):
+    assert train_cli(tiny_run, "model_kwargs.orientations=4", extra=["--resume"]) == 2
+    message = error_line()
+    assert f"Cannot resume {tiny_run}: its model_kwargs is" in message
     assert "'orientations': 2" in message and "'orientations': 4" in message
-    assert run_cli("train", *TINY_DIGITS, "--set", "model=cbcn_resnet18",
-                   "--output", digits_run, "--resume") == 2
-    assert "its model is 'cbcn_lenet' but this run asks for 'cbcn_resnet18'" in _error_line(capsys)
+    assert train_cli(tiny_run, "model=cbcn_resnet18", extra=["--resume"]) == 2
+    assert "its model is 'cbcn_lenet' but this run asks for 'cbcn_resnet18'" in error_line()
 
 
-def test_summary_prints_larq_and_cbcn_tables(capsys):
+def test_typed_flags_are_config_keys_and_win_over_set():
+    def config(*args):
+        return cli._train_config(cli._parser().parse_args(
+            ["train", "--config", "digits_demo", "--output", "x", *args]))
+
+    assert config() == config_lib.load_config("digits_demo")
+    flagged = config("--set", "seed=1", "--set", "batch_size=8", "--seed", "5",
+                     "--deterministic", "--batch-size", "64", "--distribute", "mirrored",
+                     "--lr-scaling", "linear")
+    assert (flagged.seed, flagged.deterministic, flagged.batch_size, flagged.distribute,
+            flagged.lr_scaling) == (5, True, 64, "mirrored", "linear")
+    with pytest.raises(SystemExit):  # argparse: not one of the config's choices
+        config("--distribute", "tpu")
+
+
+def test_summary_prints_larq_and_cbcn_tables(capsys, run_cli, error_line):
     assert run_cli("summary", "cbcn_resnet18", "--dataset", "digits",
                    "--set", "kernel_stage=[2, 2, 2, 2]", "--set", "orientations=2") == 0
     out = capsys.readouterr().out
     assert "Compression Ratio of Memory" in out and "cbcn_tf summary: cbcn_resnet18" in out
     assert "(-1, 16, 16, 4)" in out  # the digits input, two maps x K = 2
     assert run_cli("summary", "cbcn_resnet18", "--set", "kernel_size=5") == 2
-    assert "Model keyword arguments do not fit cbcn_resnet18" in _error_line(capsys)
+    assert "Model keyword arguments do not fit cbcn_resnet18" in error_line()
 
 
-def test_list_commands(capsys):
+def test_list_commands(capsys, run_cli):
     assert run_cli("list-models") == 0
     assert {"cbcn_resnet18", "cbcn_lenet", "xnor_resnet18"} <= set(capsys.readouterr().out.split())
     assert run_cli("list-datasets") == 0
@@ -162,16 +116,16 @@ def test_list_commands(capsys):
     assert capsys.readouterr().out.split() == config_lib.list_recipes()
 
 
-def test_convert_and_benchmark(digits_run, tmp_path, capsys):
+def test_convert_and_benchmark(tiny_run, tmp_path, capsys, run_cli, error_line):
     pytest.importorskip("larq_compute_engine")
     path = tmp_path / "model.tflite"
-    assert run_cli("convert", digits_run, path) == 0
+    assert run_cli("convert", tiny_run, path) == 0
     out = capsys.readouterr().out
     assert path.stat().st_size > 0 and "LceBconv2d x3" in out and "max |diff|" in out
     assert run_cli("benchmark", path, "--runs", 2, "--warmup", 0, "--threads", 1) == 0
     assert "| model.tflite | lce |" in capsys.readouterr().out
     assert run_cli("benchmark", tmp_path / "missing.tflite") == 2
-    assert "No .tflite file at" in _error_line(capsys)
+    assert "No .tflite file at" in error_line()
 
 
 def test_console_script_runs():
@@ -182,13 +136,13 @@ def test_console_script_runs():
     assert "cbcn_resnet18" in done.stdout.split()
 
 
-def test_evaluate_without_config_needs_dataset(tmp_path, capsys):
+def test_evaluate_without_config_needs_dataset(tmp_path, run_cli, error_line):
     inputs = tf.keras.Input((16, 16, 1))
     outputs = tf.keras.layers.Dense(10, activation="softmax")(
         tf.keras.layers.GlobalAveragePooling2D()(inputs))
     training.save_model(tf.keras.Model(inputs, outputs), str(tmp_path / "m.h5"))
     assert run_cli("evaluate", tmp_path / "m.h5") == 2
-    assert "pass --dataset NAME" in _error_line(capsys)
+    assert "pass --dataset NAME" in error_line()
     assert run_cli("evaluate", tmp_path / "m.h5", "--dataset", "digits", "--no-rotated") == 0
 
 

@@ -7,7 +7,6 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
-from PIL import Image
 
 import cbcn_tf.data as data
 
@@ -25,16 +24,6 @@ def keys(images, labels):
     return collections.Counter(
         (np.round(x, 3).tobytes(), int(y)) for x, y in zip(images, labels)
     )
-
-
-def make_folder(root, sizes=((8, 8),) * 3, classes=("cat", "dog"), split="train", mode="RGB"):
-    rng = np.random.default_rng(0)
-    for cls in classes:
-        os.makedirs(root / split / cls, exist_ok=True)
-        for i, (w, h) in enumerate(sizes):
-            pixels = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
-            Image.fromarray(pixels).convert(mode).save(root / split / cls / f"{i}.jpg", quality=95)
-    return root
 
 
 # --- registry ---------------------------------------------------------------------------------
@@ -154,7 +143,7 @@ def test_tfds_datasets_through_mock_data(tmp_path, name, shape, training):
 # --- image folders ----------------------------------------------------------------------------
 
 
-def test_image_folder_loads(tmp_path):
+def test_image_folder_loads(tmp_path, make_folder):
     root = make_folder(tmp_path / "imgs")
     info = data.dataset_info(f"folder:{root}")
     assert info.num_classes == 2 and info.input_shape == (8, 8, 3) and info.splits == ("train",)
@@ -167,41 +156,41 @@ def test_image_folder_loads(tmp_path):
     assert images.shape == (6, 8, 8, 1)
 
 
-def _empty_class(root):
+def _empty_class(root, make_folder):
     os.makedirs(root / "train" / "cat")
     (root / "train" / "cat" / "notes.txt").write_text("not an image")
     make_folder(root, classes=("dog",))
     return "train/cat"
 
 
-def _corrupt_jpeg(root):
+def _corrupt_jpeg(root, make_folder):
     make_folder(root)
     (root / "train" / "dog" / "1.jpg").write_bytes(b"definitely not a jpeg" * 10)
     return "train/dog/1.jpg"
 
 
-def _truncated_jpeg(root):
+def _truncated_jpeg(root, make_folder):
     make_folder(root)
     path = root / "train" / "cat" / "2.jpg"
     path.write_bytes(path.read_bytes()[:-2])
     return "train/cat/2.jpg"
 
 
-def _mixed_sizes(root):
+def _mixed_sizes(root, make_folder):
     make_folder(root, sizes=((8, 8), (8, 8), (9, 8)))
     return "train/cat/2.jpg"
 
 
-def _missing_split(root):
+def _missing_split(root, make_folder):
     make_folder(root)
     return "['train']"
 
 
 @pytest.mark.parametrize("corrupt", [_empty_class, _corrupt_jpeg, _truncated_jpeg, _mixed_sizes,
                                      _missing_split])
-def test_image_folder_errors_name_the_problem(tmp_path, corrupt):
+def test_image_folder_errors_name_the_problem(tmp_path, corrupt, make_folder):
     root = tmp_path / "imgs"
-    offending = corrupt(root)
+    offending = corrupt(root, make_folder)
     split = "test" if corrupt is _missing_split else "train"
     with pytest.raises(ValueError) as error:
         data.load_dataset(f"folder:{root}", split)
@@ -238,7 +227,7 @@ def test_validation_split_needs_fraction():
         data.load_dataset("digits", "validation")
 
 
-def test_validation_fraction_on_folder(tmp_path):
+def test_validation_fraction_on_folder(tmp_path, make_folder):
     root = make_folder(tmp_path / "imgs", sizes=((8, 8),) * 5)
     sizes = [len(collect(data.load_dataset(f"folder:{root}", split, validation_fraction=0.2))[0])
              for split in ("train", "validation")]

@@ -34,15 +34,8 @@ def _command(output):
             *[a for s in SETS for a in ("--set", s)]]
 
 
-def _env():
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "3",
-           "CUDA_VISIBLE_DEVICES": ""}
-    env.pop("TF_CONFIG", None)
-    return env
-
-
-def _start(output, log):
-    return subprocess.Popen(_command(output), env=_env(), stdout=log, stderr=subprocess.STDOUT)
+def _start(output, log, env):
+    return subprocess.Popen(_command(output), env=env, stdout=log, stderr=subprocess.STDOUT)
 
 
 def _weights(run):
@@ -55,7 +48,7 @@ def _iterations(run):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, subprocess_env):
     """Two uninterrupted runs and one killed with SIGKILL after >= 1 epoch, then restarted."""
     root = tmp_path_factory.mktemp("fault")
     names = ("a", "b", "killed")
@@ -63,7 +56,7 @@ def runs(tmp_path_factory):
     procs = {}
     killed_rows = None
     try:
-        procs = {name: _start(root / name, logs[name]) for name in names}
+        procs = {name: _start(root / name, logs[name], subprocess_env()) for name in names}
         history = root / "killed" / "history.csv"
         deadline = time.monotonic() + 300
         while time.monotonic() < deadline and procs["killed"].poll() is None:
@@ -81,7 +74,7 @@ def runs(tmp_path_factory):
             assert procs[name].wait(timeout=300) == 0, (root / f"{name}.log").read_text()[-3000:]
         # The same command again: it must continue the interrupted run.
         with open(root / "restart.log", "w") as log:
-            procs["restart"] = _start(root / "killed", log)
+            procs["restart"] = _start(root / "killed", log, subprocess_env())
             assert procs["restart"].wait(timeout=300) == 0, \
                 (root / "restart.log").read_text()[-3000:]
     finally:
@@ -141,9 +134,9 @@ def _failing_save(self, path, *args, **kwargs):
 
 
 def test_interrupted_model_write_keeps_the_previous_model(tmp_path, monkeypatch):
-    model = training.build_model(config_lib.TrainConfig(
-        model="cbcn_lenet", model_kwargs={"input_shape": [16, 16, 1], "orientations": 2,
-                                          "kernel_stage": [2, 2, 2, 2]}))
+    model = training.model_from_kwargs("cbcn_lenet", {"input_shape": [16, 16, 1],
+                                                      "orientations": 2,
+                                                      "kernel_stage": [2, 2, 2, 2]})
     path = tmp_path / "model.h5"
     monkeypatch.setattr(tf.keras.Model, "save", _failing_save)
     with pytest.raises(OSError, match="Could not write .*model.h5: No space left on device"):
@@ -210,11 +203,7 @@ def test_interrupted_report_writes_leave_the_target_unchanged(writer, tmp_path, 
 # --- the NaN guard ---------------------------------------------------------------------------
 
 
-TINY = ["model=cbcn_lenet", "model_kwargs.kernel_stage=[2, 2, 2, 2]",
-        "model_kwargs.orientations=2", "batch_size=16", "steps_per_epoch=3", "tensorboard=false"]
-
-
-def test_nan_in_the_data_stops_training_with_advice(tmp_path, monkeypatch):
+def test_nan_in_the_data_stops_training_with_advice(tmp_path, monkeypatch, tiny_config):
     real = data_lib.load_dataset
 
     def with_nan(*args, **kwargs):
@@ -226,8 +215,7 @@ def test_nan_in_the_data_stops_training_with_advice(tmp_path, monkeypatch):
     monkeypatch.setattr(data_lib, "load_dataset", with_nan)
     run = tmp_path / "run"
     with pytest.raises(training.TrainingDiverged) as info:
-        training.train(config_lib.load_config("digits_demo", [*TINY, "epochs=2"]), str(run),
-                       verbose=0)
+        training.train(tiny_config("epochs=2"), str(run), verbose=0)
     message = str(info.value)
     assert "loss became nan at epoch 1, step 1" in message
     assert "lower learning rate" in message and "e.g. --set lr=0.0005" in message
@@ -236,12 +224,10 @@ def test_nan_in_the_data_stops_training_with_advice(tmp_path, monkeypatch):
     assert issubclass(training.NaNGuard, tf.keras.callbacks.TerminateOnNaN)
 
 
-def test_huge_learning_rate_fails_with_one_error_line(tmp_path, capsys):
+def test_huge_learning_rate_fails_with_one_error_line(tmp_path, capsys, train_cli):
     """The CLI prints the guard's advice as its error line (exit code 2)."""
-    code = cli.main(["train", "--config", "digits_demo", "--output", str(tmp_path / "run"),
-                     "--verbose", "0", *[a for s in TINY for a in ("--set", s)],
-                     "--set", "epochs=3", "--set", "optimizer=sgd", "--set", "lr=1e38",
-                     "--set", "model_kwargs.binary=false", "--set", "model_kwargs.dropout=0"])
+    code = train_cli(tmp_path / "run", "epochs=3", "optimizer=sgd", "lr=1e38",
+                     "model_kwargs.binary=false", "model_kwargs.dropout=0")
     err = capsys.readouterr().err
     assert code == 2, err
     assert err.startswith("cbcn: error: Training diverged: the loss became") and \

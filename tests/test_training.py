@@ -9,15 +9,7 @@ import tensorflow as tf
 
 from cbcn_tf import config as config_lib
 from cbcn_tf import training
-
-# A tiny CBCN LeNet (kernel stage 2-2-2-2, K = 2) on the packaged digits: seconds per run.
-TINY = ["model=cbcn_lenet", "model_kwargs.kernel_stage=[2, 2, 2, 2]", "model_kwargs.orientations=2",
-        "batch_size=16", "steps_per_epoch=3", "tensorboard=false"]
-
-
-def tiny_config(*overrides):
-    return config_lib.load_config("digits_demo", [*TINY, *overrides])
-
+from cbcn_tf.models import create_model
 
 # --- schedules -------------------------------------------------------------------------------
 
@@ -121,57 +113,26 @@ def test_center_loss_stage_switches_the_term_on_at_its_epoch():
     assert weights == [0.0, 0.0, 0.25, 0.25]
 
 
-# --- configs ---------------------------------------------------------------------------------
+# --- model checks, strategies ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("recipe", config_lib.list_recipes())
-def test_shipped_recipes_name_real_models_and_datasets(recipe):
-    from cbcn_tf.data import list_datasets
-    from cbcn_tf.models import list_models
-
-    cfg = config_lib.load_config(recipe)
-    assert cfg.model in list_models()
-    assert cfg.dataset in list_datasets()
-
-
-def test_overrides_are_typed():
-    cfg = config_lib.load_config("cifar10_resnet18_k4", [
-        "epochs=3", "lr=1", "weight_decay=5e-4", "lr_milestones=[1, 2]", "nesterov=false",
-        "data_dir=", "model_kwargs.kernel_stage=[2, 2, 2, 2]", "distribute=mirrored"])
-    assert (cfg.epochs, cfg.lr, cfg.weight_decay, cfg.lr_milestones) == (3, 1.0, 5e-4, (1, 2))
-    assert isinstance(cfg.lr, float) and cfg.nesterov is False and cfg.data_dir is None
-    assert cfg.model_kwargs == {"kernel_stage": [2, 2, 2, 2], "orientations": 4}
-    assert cfg.distribute == "mirrored"
-
-
-@pytest.mark.parametrize("override, message", [
-    ("lrr=0.1", "unknown config key 'lrr'. Did you mean 'lr'? Valid keys: base_batch_size, batch_size,"),
-    ("epochs=ten", "config key 'epochs' expects int, got 'ten' (str)"),
-    ("epochs=2.5", "config key 'epochs' expects int, got 2.5 (float)"),
-    ("nesterov=1", "config key 'nesterov' expects bool, got 1 (int)"),
-    ("lr_milestones=[1, a]", "config key 'lr_milestones' expects list of int"),
-    ("distribute=tpu", "config key 'distribute' expects one of ['none', 'mirrored', 'multi_worker'], got 'tpu'"),
-    ("epochs", "override 'epochs' is not key=value"),
-])
-def test_bad_overrides_say_what_is_wrong(override, message):
-    with pytest.raises(config_lib.ConfigError) as info:
-        config_lib.load_config("digits_demo", [override])
-    assert message in str(info.value)
-
-
-def test_unknown_recipe_lists_shipped_ones(tmp_path):
-    with pytest.raises(config_lib.ConfigError, match="shipped recipes: cifar10_resnet18_k4, "):
-        config_lib.load_config("cifar_typo")
-    bad = tmp_path / "bad.yaml"
-    bad.write_text("epochs: 3\nmodell: x\n")
-    with pytest.raises(config_lib.ConfigError, match="unknown config key 'modell'"):
-        config_lib.load_config(str(bad))
-
-
-def test_config_round_trips_through_yaml(tmp_path):
-    cfg = config_lib.load_config("cifar10_resnet18_k4", ["model_kwargs.tied=true", "seed=7"])
-    config_lib.save_config(cfg, tmp_path / "config.yaml")
-    assert config_lib.read_config(tmp_path / "config.yaml") == cfg
+def test_input_size_check_names_the_minimum_and_passes_at_it():
+    cfg = config_lib.TrainConfig(model="cbcn_resnet18_imagenet",
+                                 model_kwargs={"input_shape": [32, 32, 3]})
+    training.check_model_settings(cfg)  # the minimum itself is fine
+    with pytest.raises(ValueError, match="at least 32x32"):
+        training.check_model_settings(config_lib.TrainConfig(
+            model="cbcn_resnet18_imagenet", model_kwargs={"input_shape": [32, 31, 3]}))
+    # The table is the models' real downsampling: a minimum-size input ends on a 1x1 map.
+    for name, size in training.MIN_INPUT_SIZE.items():
+        kwargs = {"input_shape": (size, size, 3)}
+        if name != "cbcn_resnet18_imagenet":
+            kwargs["kernel_stage"] = (2, 2, 2, 2) if "resnet" in name else None
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        model = create_model(name, orientations=1 if "xnor" in name else 2, **kwargs)
+        pool = next(layer for layer in model.layers
+                    if "GlobalAveragePooling2D" in type(layer).__name__)
+        assert pool.input_shape[1:3] == (1, 1), (name, pool.input_shape)
 
 
 def test_make_strategy():
@@ -184,7 +145,7 @@ def test_make_strategy():
 # --- runs ------------------------------------------------------------------------------------
 
 
-def test_train_writes_reloadable_run_and_resume_continues(tmp_path):
+def test_train_writes_reloadable_run_and_resume_continues(tiny_config, tmp_path):
     run = str(tmp_path / "run")
     first = training.train(tiny_config("epochs=1"), run, verbose=0)
     for name in ("config.yaml", "history.csv", "model.h5", "summary.txt", "curves.png"):
@@ -212,7 +173,7 @@ def test_train_writes_reloadable_run_and_resume_continues(tmp_path):
     assert config_lib.read_config(os.path.join(run, "config.yaml")).epochs == 2
 
 
-def test_center_loss_stage_under_mirrored_strategy(tmp_path):
+def test_center_loss_stage_under_mirrored_strategy(tiny_config, tmp_path):
     result = training.train(
         tiny_config("epochs=1", "center_loss_epochs=1", "center_loss_weight=0.5",
                     "distribute=mirrored"), str(tmp_path / "run"), verbose=0)

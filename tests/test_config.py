@@ -1,0 +1,79 @@
+"""Configs: recipes, typed overrides, value checks, round trips (the config layer's errors)."""
+import cbcn_tf  # noqa: F401  (Keras 2 before tensorflow)
+import pytest
+
+from cbcn_tf import config as config_lib
+
+
+@pytest.mark.parametrize("recipe", config_lib.list_recipes())
+def test_shipped_recipes_name_real_models_and_datasets(recipe):
+    from cbcn_tf.data import list_datasets
+    from cbcn_tf.models import list_models
+
+    cfg = config_lib.load_config(recipe)
+    assert cfg.model in list_models()
+    assert cfg.dataset in list_datasets()
+
+
+def test_overrides_are_typed():
+    cfg = config_lib.load_config("cifar10_resnet18_k4", [
+        "epochs=3", "lr=1", "weight_decay=5e-4", "lr_milestones=[1, 2]", "nesterov=false",
+        "data_dir=", "model_kwargs.kernel_stage=[2, 2, 2, 2]", "distribute=mirrored"])
+    assert (cfg.epochs, cfg.lr, cfg.weight_decay, cfg.lr_milestones) == (3, 1.0, 5e-4, (1, 2))
+    assert isinstance(cfg.lr, float) and cfg.nesterov is False and cfg.data_dir is None
+    assert cfg.model_kwargs == {"kernel_stage": [2, 2, 2, 2], "orientations": 4}
+    assert cfg.distribute == "mirrored"
+
+
+@pytest.mark.parametrize("override, message", [
+    ("lrr=0.1", "unknown config key 'lrr'. Did you mean 'lr'? Valid keys: base_batch_size, batch_size,"),
+    ("epochs=ten", "config key 'epochs' expects int, got 'ten' (str)"),
+    ("epochs=2.5", "config key 'epochs' expects int, got 2.5 (float)"),
+    ("nesterov=1", "config key 'nesterov' expects bool, got 1 (int)"),
+    ("lr_milestones=[1, a]", "config key 'lr_milestones' expects list of int"),
+    ("distribute=tpu", "config key 'distribute' expects one of ['none', 'mirrored', 'multi_worker'], got 'tpu'"),
+    ("epochs", "override 'epochs' is not key=value"),
+])
+def test_bad_overrides_say_what_is_wrong(override, message):
+    with pytest.raises(config_lib.ConfigError) as info:
+        config_lib.load_config("digits_demo", [override])
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("epochs: ten\n", "config key 'epochs' expects int, got 'ten' (str)"),
+    ("lr_milestones: 30\n", "config key 'lr_milestones' expects list of int, got 30 (int)"),
+    ("optimizer: rmsprop\n", "config key 'optimizer' expects one of ['sgd', 'adam']"),
+    ("modell: cbcn_lenet\n", "unknown config key 'modell'. Did you mean 'model'?"),
+    ("- a list\n", "must be a YAML mapping of key: value, got list"),
+    ("epochs: [1\n", "is not valid YAML"),
+])
+def test_bad_recipe_files_say_what_is_wrong(text, message, tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(text)
+    with pytest.raises(config_lib.ConfigError) as info:
+        config_lib.load_config(str(recipe))
+    assert message in str(info.value)
+
+
+def test_unknown_recipe_lists_shipped_ones():
+    with pytest.raises(config_lib.ConfigError, match="shipped recipes: cifar10_resnet18_k4, "
+                                                     "digits_demo"):
+        config_lib.load_config("cifar_typo")
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["lr_scaling=linear"], "lr_scaling 'linear' needs base_batch_size"),
+    (["batch_size=0"], "config key 'batch_size' must be a positive integer, got 0"),
+    (["lr=0"], "config key 'lr' must be positive, got 0.0"),
+])
+def test_values_that_cannot_work_are_refused(overrides, message):
+    with pytest.raises(config_lib.ConfigError) as info:
+        config_lib.check_values(config_lib.load_config("digits_demo", overrides))
+    assert message in str(info.value)
+
+
+def test_config_round_trips_through_yaml(tmp_path):
+    cfg = config_lib.load_config("cifar10_resnet18_k4", ["model_kwargs.tied=true", "seed=7"])
+    config_lib.save_config(cfg, tmp_path / "config.yaml")
+    assert config_lib.read_config(tmp_path / "config.yaml") == cfg
