@@ -84,7 +84,7 @@ class TrainConfig:
     lr_gamma: float = 0.2
     weight_decay: float = 5e-4
     weight_decay_scope: WeightDecayScope = "all"
-    # Center-loss fine-tuning (docs/METHOD.md, "Center loss"): center_loss_epochs extra epochs after `epochs`.
+    # Center-loss fine-tuning (docs/METHOD.md §9): center_loss_epochs more epochs after `epochs`.
     center_loss_epochs: int = 0
     center_loss_weight: float = 0.01  # lambda
     center_loss_alpha: float = 0.5  # centre update rate

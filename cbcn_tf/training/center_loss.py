@@ -1,4 +1,4 @@
-"""Center-loss fine-tuning (docs/METHOD.md, "Center loss"): the loss, the centre steps, a
+"""Center-loss fine-tuning (docs/METHOD.md §9): the loss, the centre steps, a
 Keras Model that trains with both and the callback that switches the term on."""
 from __future__ import annotations
 
