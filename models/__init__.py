@@ -3,7 +3,8 @@
 Models (keyword-only functions, also reachable by name through ``create_model``):
 ``cbcn_resnet18``, ``cbcn_resnet18_imagenet``, ``cbcn_lenet``, ``cbcn_wrn22``, ``cbcn_wrn40``
 and the K = 1 baselines ``xnor_resnet18`` / ``xnor_resnet18_doubled``. ``binary=False`` gives
-any model's full-precision twin.
+any model's full-precision twin. Metadata kept with each registered model:
+``model_min_input_size(name)`` (smallest input height / width). The method: docs/METHOD.md §6.
 
 Example:
     >>> import cbcn_tf
@@ -24,6 +25,5 @@ from cbcn_tf.models.wrn import cbcn_wrn22, cbcn_wrn40
 __all__ = [
     "cbcn_lenet", "cbcn_resnet18", "cbcn_resnet18_imagenet", "cbcn_wrn22", "cbcn_wrn40",
     "cbcnify", "create_model", "list_models", "load_weights", "model_min_input_size",
-    "register_model",
-    "xnor_resnet18", "xnor_resnet18_doubled",
+    "register_model", "xnor_resnet18", "xnor_resnet18_doubled",
 ]

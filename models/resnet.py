@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import re
 from typing import Sequence
 
 import tensorflow as tf
@@ -66,7 +65,7 @@ _COST_AND_EXAMPLE = """
 
     Example:
         >>> {name}({example}).output_shape
-        (None, {num_classes})
+        (None, 10)
     """
 
 
@@ -78,7 +77,7 @@ class ResNetVariant:
     the same feature widths ``kernel_stage * orientations``). ``kernel_stage`` has four
     entries: the stem's width, then one per stage (the last ``len(strides)`` entries).
     ``doc`` describes the model; the cost paragraph and the example are appended from
-    ``cost`` and ``example`` (keyword arguments that build a small version).
+    ``cost`` and ``example`` (keyword arguments that build a small 10-class version).
     """
 
     name: str
@@ -100,11 +99,8 @@ class ResNetVariant:
     @property
     def docstring(self) -> str:
         shape = "x".join(map(str, self.input_shape))
-        num_classes = re.search(r"num_classes=(\d+)", self.example)
         return self.doc.rstrip() + "\n" + _COST_AND_EXAMPLE.format(
-            shape=shape, name=self.name, example=self.example,
-            num_classes=num_classes.group(1) if num_classes else self.num_classes,
-            **dataclasses.asdict(self.cost))
+            shape=shape, name=self.name, example=self.example, **dataclasses.asdict(self.cost))
 
     @property
     def min_input_size(self) -> int:

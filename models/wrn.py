@@ -24,8 +24,10 @@ def wrn_variant(depth: int, cost: Cost):
     """The registered CBCN WRN-``depth``: 3 stages of (depth - 4) / 3 one-conv blocks."""
     blocks = 2 * (depth - 4) // 6
     doc = _DOC.format(depth=depth, blocks=blocks, convs=3 * blocks)
-    return resnet_variant(ResNetVariant(f"cbcn_wrn{depth}", doc, cost, strides=(1, 2, 2),
-                                        blocks_per_stage=blocks))
+    model_fn = resnet_variant(ResNetVariant(f"cbcn_wrn{depth}", doc, cost, strides=(1, 2, 2),
+                                            blocks_per_stage=blocks))
+    model_fn.__module__ = __name__  # where its name lives (help, pickling, doctests)
+    return model_fn
 
 
 cbcn_wrn22 = wrn_variant(22, Cost(1_128_842, 641_728_512, 18_549_248, 4_336_010, 660_277_760))
