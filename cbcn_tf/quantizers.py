@@ -70,19 +70,26 @@ class GaussianSign(lq.quantizers.Quantizer):
         return {**super().get_config(), "sigma": self.sigma, "amplitude": self.amplitude}
 
 
+# CBConv2D's defaults (weights, inputs): listed first in messages, as the usual choices.
+DEFAULT_QUANTIZERS = ("gaussian_sign", "approx_sign")
+
+
 def known_quantizers() -> list[str]:
     """The quantizer names larq resolves: every lowercase alias of a larq ``Quantizer`` class.
 
     Derived from Keras' custom objects, where ``larq.utils.register_alias`` puts larq's own
     ("ste_sign", ...) and ``"gaussian_sign"``, so a newly registered quantizer is listed as is.
+    ``DEFAULT_QUANTIZERS`` come first, the others in alphabetical order.
 
     Example:
-        >>> "gaussian_sign" in known_quantizers() and "ste_sign" in known_quantizers()
-        True
+        >>> known_quantizers()[:3]
+        ['gaussian_sign', 'approx_sign', 'dorefa_quantizer']
     """
-    return sorted(name for name, obj in tf.keras.utils.get_custom_objects().items()
-                  if name.islower() and isinstance(obj, type)
-                  and issubclass(obj, lq.quantizers.Quantizer))
+    names = [name for name, obj in tf.keras.utils.get_custom_objects().items()
+             if name.islower() and isinstance(obj, type)
+             and issubclass(obj, lq.quantizers.Quantizer)]
+    rank = {name: i for i, name in enumerate(DEFAULT_QUANTIZERS)}
+    return sorted(names, key=lambda name: (rank.get(name, len(rank)), name))
 
 
 def get(identifier):
