@@ -1,4 +1,4 @@
-"""Sign gradients against their NumPy formulas (SPEC section 3)."""
+"""Sign gradients against their NumPy formulas (docs/METHOD.md §5)."""
 import larq as lq
 import numpy as np
 import pytest
@@ -57,3 +57,10 @@ def test_bad_quantizer_arguments():
         quantizers.GaussianSign(sigma=0)
     with pytest.raises(ValueError, match="Unknown quantizer 'gausian_sign'.*gaussian_sign"):
         quantizers.get("gausian_sign")
+
+
+def test_known_quantizers_are_derived_from_larqs_registry():
+    names = quantizers.known_quantizers()
+    assert {"gaussian_sign", "approx_sign", "ste_sign", "magnitude_aware_sign"} <= set(names)
+    for name in names:  # every listed name is one larq resolves to a quantizer
+        assert isinstance(lq.quantizers.get(name), lq.quantizers.Quantizer), name
