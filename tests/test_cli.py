@@ -202,8 +202,15 @@ def test_demo_runs_end_to_end_with_a_short_budget(tmp_path):
     from cbcn_tf.converters import audit_ops
 
     out = tmp_path / "demo"
+    # An earlier demo run holding a user's notes: the rerun replaces the run, keeps the notes.
+    os.makedirs(out / "cbcn" / "backup")
+    config_lib.save_config(config_lib.load_config("digits_demo"), out / "cbcn" / "config.yaml")
+    (out / "cbcn" / "model.h5").write_text("old")
+    (out / "cbcn" / "notes.txt").write_text("mine")
     lines = []
     rows = demo.run_demo(str(out), epochs=1, verbose=0, print_fn=lines.append)
+    assert (out / "cbcn" / "notes.txt").read_text() == "mine"
+    assert training.load_model(out / "cbcn").count_params() > 0
     assert [row["model"] for row in rows] == ["cbcn_resnet18", "xnor_resnet18_doubled",
                                               "cbcn_resnet18"]
     with open(out / "results.csv", newline="") as handle:
@@ -215,3 +222,26 @@ def test_demo_runs_end_to_end_with_a_short_budget(tmp_path):
     images, _ = next(iter(load_dataset("digits", "test", batch_size=8)))
     probs = lce.testing.Interpreter(flatbuffer).predict(images.numpy())
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_tensorboard_logs_are_written_by_default(tmp_path):
+    """TensorBoard is on by default (TrainConfig and the paper recipes): the run writes event
+    files TensorBoard reads, with the epoch losses of history.csv."""
+    assert config_lib.TrainConfig().tensorboard
+    assert config_lib.load_config("cifar10_resnet18_k4").tensorboard
+    run = tmp_path / "tb"
+    assert run_cli("train", *TINY_DIGITS, "--set", "tensorboard=true", "--set", "epochs=2",
+                   "--output", run) == 0
+    events = [os.path.join(d, f) for d, _, names in os.walk(run / "tensorboard" / "train")
+              for f in names if f.startswith("events.out.tfevents")]
+    assert events
+    losses = {}
+    for path in events:
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == "epoch_loss":
+                    losses[event.step] = float(tf.make_ndarray(value.tensor))
+    history = training.read_history(run / "history.csv")
+    assert sorted(losses) == [0, 1]
+    np.testing.assert_allclose([losses[r["epoch"]] for r in history],
+                               [r["loss"] for r in history], rtol=1e-5)
