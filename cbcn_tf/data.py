@@ -305,6 +305,9 @@ def _prepared_tfds_builder(tfds, name, data_dir):
         return builder
     manual_dir = os.path.join(builder.data_dir_root, "downloads", "manual")
     config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+    print(f"Preparing TFDS {name!r} in {builder.data_dir} (first use; files in {manual_dir} "
+          "are used instead of downloading)")
+    tfds.disable_progress_bar()  # its bars would bury a failure's one-line message
     try:
         builder.download_and_prepare(download_config=config)
     except Exception as exc:  # noqa: BLE001  (network, checksum, manual-file errors of TFDS)
@@ -315,6 +318,8 @@ def _prepared_tfds_builder(tfds, name, data_dir):
             f"{manual_dir} (or run `tfds build {name} --data_dir "
             f"{builder.data_dir_root}` where there is network, then copy that folder), or use "
             "a local copy: --set dataset=image_folder --set data_dir=PATH.") from exc
+    finally:
+        tfds.enable_progress_bar()
     return builder
 
 
