@@ -49,9 +49,9 @@ def atomic_write(path, write) -> None:
     system), is created exclusively under an unpredictable name (``tempfile.mkstemp``: a
     symlink planted in the folder is never followed) and keeps ``path``'s extension (writers
     such as h5py or matplotlib look at it). ``write`` must write to the file at ``tmp_path``
-    (open it for writing, which truncates the empty file). If
-    anything fails, the temp file is removed and ``path`` is left as it was: absent, or the
-    previous complete version. OSErrors (read-only or full disk, a missing folder, ...) are re-raised as
+    (open it for writing, which truncates the empty file). If anything fails, the temp file is
+    removed and ``path`` is left as it was: absent, or the previous complete version. OSErrors
+    (read-only or full disk, a missing folder, ...) are re-raised as
     `cbcn_tf.errors.OutputError` naming the file and what to do.
 
     Example:

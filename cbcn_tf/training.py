@@ -112,7 +112,8 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ConfigError(f"Unknown distribution strategy {name!r}; use one of {', '.join(STRATEGIES)}.")
+    raise ConfigError(
+        f"Unknown distribution strategy {name!r}; use one of {', '.join(STRATEGIES)}.")
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
@@ -209,7 +210,7 @@ def check_model_settings(config: config_lib.TrainConfig) -> None:
         >>> check_model_settings(cfg)
         Traceback (most recent call last):
         ...
-        ValueError: Input shape (16, 16, 3) is too small for cbcn_resnet18_imagenet: its strides downsample by 32, so it needs at least 32x32 inputs. Use a dataset with larger images or set model_kwargs.input_shape to at least [32, 32, C].
+        cbcn_tf.errors.ConfigError: Input shape (16, 16, 3) is too small for cbcn_resnet18_imagenet: its strides downsample by 32, so it needs at least 32x32 inputs. Use a dataset with larger images or set model_kwargs.input_shape to at least [32, 32, C].
     """
     from cbcn_tf.models import list_models
 

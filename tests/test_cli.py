@@ -192,36 +192,9 @@ def test_evaluate_without_config_needs_dataset(tmp_path, capsys):
     assert run_cli("evaluate", tmp_path / "m.h5", "--dataset", "digits", "--no-rotated") == 0
 
 
-def test_demo_runs_end_to_end_with_a_short_budget(tmp_path):
-    """`make demo`'s job with 1 epoch per arm: results, curves and a working LCE export."""
-    import csv
-
-    import larq_compute_engine as lce
-
-    from cbcn_tf import demo
-    from cbcn_tf.converters import audit_ops
-
-    out = tmp_path / "demo"
-    # An earlier demo run holding a user's notes: the rerun replaces the run, keeps the notes.
-    os.makedirs(out / "cbcn" / "backup")
-    config_lib.save_config(config_lib.load_config("digits_demo"), out / "cbcn" / "config.yaml")
-    (out / "cbcn" / "model.h5").write_text("old")
-    (out / "cbcn" / "notes.txt").write_text("mine")
-    lines = []
-    rows = demo.run_demo(str(out), epochs=1, verbose=0, print_fn=lines.append)
-    assert (out / "cbcn" / "notes.txt").read_text() == "mine"
-    assert training.load_model(out / "cbcn").count_params() > 0
-    assert [row["model"] for row in rows] == ["cbcn_resnet18", "xnor_resnet18_doubled",
-                                              "cbcn_resnet18"]
-    with open(out / "results.csv", newline="") as handle:
-        saved = list(csv.DictReader(handle))
-    assert [float(r["top1"]) for r in saved] == pytest.approx([r["top1"] for r in rows])
-    assert (out / "curves.png").stat().st_size > 0
-    flatbuffer = (out / "cbcn.tflite").read_bytes()
-    assert audit_ops(flatbuffer).counts["LceBconv2d"] == 16
-    images, _ = next(iter(load_dataset("digits", "test", batch_size=8)))
-    probs = lce.testing.Interpreter(flatbuffer).predict(images.numpy())
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+# The demo (`cbcn demo`, what `make demo` runs) is run as documented, with a short budget, by
+# tests/test_docs_commands.py, which also checks its results, curves, LCE export and that a
+# rerun keeps a user's notes.
 
 
 def test_tensorboard_logs_are_written_by_default(tmp_path):

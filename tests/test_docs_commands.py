@@ -8,7 +8,10 @@ size-reducing changes:
   so it continues), global batches above 16 lowered to 16, and a dataset TFDS would download
   (CIFAR-10, ImageNet) replaced by a local copy: 8 + 4 images per class of
   ``../shared/datasets/cifar10`` (random images where shared/ is absent) as an image folder;
-* ``cbcn benchmark``: ``--runs 2 --warmup 1 --threads 1``; ``cbcn demo``: ``--epochs 1``;
+  The ImageNet recipe's net is built at a quarter of its widths (``kernel_stage``).
+* ``cbcn benchmark``: ``--runs 2 --warmup 1 --threads 1``; ``cbcn demo``: ``--epochs 1``
+  (into a folder holding an earlier demo run and a user's notes: the notes must survive, and
+  the LCE export must hold one LceBconv2d per binary conv);
 * absolute output folders (``/shared/runs/...``) go under the scratch folder, a cluster's
   ``TF_CONFIG`` becomes a one-worker cluster on localhost, and a recipe file the text names
   as the user's own (``my_recipe.yaml``) is written as a small copy of ``digits_demo``.
@@ -112,6 +115,8 @@ def smaller(argv, env, scratch, local_cifar):
             argv += ["--set", f"batch_size={MAX_BATCH}"]
         if recipe in DOWNLOADING:
             argv += ["--set", "dataset=image_folder", "--set", f"data_dir={local_cifar}"]
+        if recipe == "imagenet_resnet18":  # the full-width ImageNet net, at a quarter width
+            argv += ["--set", "model_kwargs.kernel_stage=[4,8,8,16]"]
     elif command == "benchmark":
         argv += ["--runs", "2", "--warmup", "1", "--threads", "1"]
     elif command == "demo":
@@ -153,6 +158,8 @@ def test_documented_commands_run_as_written(doc, tmp_path):
         run_env = {**os.environ, **env, "TF_CPP_MIN_LOG_LEVEL": "3"}
         if "TF_CONFIG" not in env:
             run_env.pop("TF_CONFIG", None)
+        if argv[0] == "demo":
+            _earlier_demo_run(scratch / "demo_output" / "cbcn")
         tic = time.perf_counter()
         done = subprocess.run([cbcn, *argv], cwd=scratch, env=run_env, capture_output=True,
                               text=True, timeout=900)
@@ -160,3 +167,37 @@ def test_documented_commands_run_as_written(doc, tmp_path):
         assert done.returncode == 0, (
             f"{doc}: `cbcn {shlex.join(argv)}` exited {done.returncode}:\n"
             f"{done.stderr[-3000:]}")
+        if argv[0] == "demo":
+            _check_demo_output(scratch / "demo_output")
+
+
+def _earlier_demo_run(run_dir):
+    from cbcn_tf import config as config_lib
+
+    os.makedirs(run_dir / "backup")
+    config_lib.save_config(config_lib.load_config("digits_demo"), run_dir / "config.yaml")
+    (run_dir / "model.h5").write_text("old")
+    (run_dir / "notes.txt").write_text("mine")
+
+
+def _check_demo_output(out):
+    """What `make demo` promises: results for three arms, curves, an LCE file that runs."""
+    import csv
+
+    import larq_compute_engine as lce
+
+    from cbcn_tf.converters import audit_ops
+    from cbcn_tf.data import load_dataset
+
+    assert (out / "cbcn" / "notes.txt").read_text() == "mine"
+    with open(out / "results.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["model"] for r in rows] == ["cbcn_resnet18", "xnor_resnet18_doubled",
+                                          "cbcn_resnet18"]
+    assert all(0 <= float(r["top1"]) <= float(r["top5"]) <= 1 for r in rows)
+    assert (out / "curves.png").stat().st_size > 0
+    flatbuffer = (out / "cbcn.tflite").read_bytes()
+    assert audit_ops(flatbuffer).counts["LceBconv2d"] == 16
+    images, _ = next(iter(load_dataset("digits", "test", batch_size=8)))
+    probs = lce.testing.Interpreter(flatbuffer).predict(images.numpy())
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
