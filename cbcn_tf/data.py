@@ -305,8 +305,6 @@ def _prepared_tfds_builder(tfds, name, data_dir):
         return builder
     manual_dir = os.path.join(builder.data_dir_root, "downloads", "manual")
     config = tfds.download.DownloadConfig(manual_dir=manual_dir)
-    print(f"Preparing TFDS {name!r} in {builder.data_dir} (first use; files in {manual_dir} "
-          "are used instead of downloading)")
     tfds.disable_progress_bar()  # its bars would bury a failure's one-line message
     try:
         builder.download_and_prepare(download_config=config)
