@@ -36,8 +36,10 @@ Example:
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
+import errno
 import math
 import os
 import shutil
@@ -50,7 +52,9 @@ import tensorflow as tf
 
 from cbcn_tf import config as config_lib
 from cbcn_tf import data as data_lib
-from cbcn_tf import files, plots
+from cbcn_tf import files, model_files, plots
+from cbcn_tf.errors import (ConfigError, DataError, DivergenceError, MissingFileError,
+                            ModelFileError, OutputError, UntrustedModelError)
 from cbcn_tf.summary import iter_layers, summary as cbcn_summary
 
 STRATEGIES = ("none", "mirrored", "multi_worker")
@@ -73,8 +77,8 @@ MIN_INPUT_SIZE = {
 }
 
 
-class TrainingDiverged(ValueError):
-    """The loss became NaN or infinite; the message says what to try."""
+# The loss became NaN or infinite (a `cbcn_tf.errors.DivergenceError`); kept under this name.
+TrainingDiverged = DivergenceError
 
 
 @dataclasses.dataclass
@@ -108,7 +112,8 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker":
         return tf.distribute.MultiWorkerMirroredStrategy()
-    raise ValueError(f"Unknown distribution strategy {name!r}; use one of {', '.join(STRATEGIES)}.")
+    raise ConfigError(
+        f"Unknown distribution strategy {name!r}; use one of {', '.join(STRATEGIES)}.")
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:
@@ -168,7 +173,32 @@ def resolve_config(config: config_lib.TrainConfig) -> config_lib.TrainConfig:
     info = data_lib.dataset_info(config.dataset, data_dir=config.data_dir)
     kwargs = {"input_shape": list(info.input_shape), "num_classes": info.num_classes}
     kwargs.update(config.model_kwargs)
-    return dataclasses.replace(config, model_kwargs=kwargs)
+    return config_lib.with_absolute_paths(dataclasses.replace(config, model_kwargs=kwargs))
+
+
+def check_input_shape(config: config_lib.TrainConfig) -> None:
+    """Refuse a ``model_kwargs.input_shape`` that differs from the dataset's images."""
+    info = data_lib.dataset_info(config.dataset, data_dir=config.data_dir)
+    shape = config.model_kwargs.get("input_shape")
+    if shape is not None and tuple(shape) != tuple(info.input_shape):
+        raise ConfigError(
+            f"model_kwargs.input_shape {tuple(shape)} does not match the {config.dataset} "
+            f"images {tuple(info.input_shape)}; drop the override (it defaults to the "
+            "dataset's) or use a dataset of that shape.")
+
+
+def check_model_fits_data(model, dataset: str, data_dir=None) -> None:
+    """Refuse to score ``model`` on a dataset whose images or classes it does not take."""
+    info = data_lib.dataset_info(dataset, data_dir=data_dir)
+    expected = tuple(model.input_shape[1:])
+    if expected != tuple(info.input_shape):
+        raise DataError(
+            f"{model.name} takes inputs of shape {expected} but {dataset} has images of shape "
+            f"{tuple(info.input_shape)}; evaluate on the dataset it was trained on (--dataset).")
+    if model.output_shape[-1] != info.num_classes:
+        raise DataError(
+            f"{model.name} predicts {model.output_shape[-1]} classes but {dataset} has "
+            f"{info.num_classes}; evaluate on the dataset it was trained on (--dataset).")
 
 
 def check_model_settings(config: config_lib.TrainConfig) -> None:
@@ -180,21 +210,21 @@ def check_model_settings(config: config_lib.TrainConfig) -> None:
         >>> check_model_settings(cfg)
         Traceback (most recent call last):
         ...
-        ValueError: Input shape (16, 16, 3) is too small for cbcn_resnet18_imagenet: its strides downsample by 32, so it needs at least 32x32 inputs. Use a dataset with larger images or set model_kwargs.input_shape to at least [32, 32, C].
+        cbcn_tf.errors.ConfigError: Input shape (16, 16, 3) is too small for cbcn_resnet18_imagenet: its strides downsample by 32, so it needs at least 32x32 inputs. Use a dataset with larger images or set model_kwargs.input_shape to at least [32, 32, C].
     """
     from cbcn_tf.models import list_models
 
     if config.model not in list_models():
-        raise ValueError(
+        raise ConfigError(
             f"Unknown model {config.model!r}. Valid names: {', '.join(list_models())}.")
     shape = config.model_kwargs.get("input_shape")
     minimum = MIN_INPUT_SIZE.get(config.model)
     if shape is None or minimum is None:
         return
     if len(shape) != 3:
-        raise ValueError(f"input_shape must be (height, width, channels), got {tuple(shape)}.")
+        raise ConfigError(f"input_shape must be (height, width, channels), got {tuple(shape)}.")
     if min(shape[:2]) < minimum:
-        raise ValueError(
+        raise ConfigError(
             f"Input shape {tuple(shape)} is too small for {config.model}: its strides downsample "
             f"by {minimum}, so it needs at least {minimum}x{minimum} inputs. Use a dataset with "
             f"larger images or set model_kwargs.input_shape to at least [{minimum}, {minimum}, C].")
@@ -207,8 +237,8 @@ def build_model(config: config_lib.TrainConfig) -> tf.keras.Model:
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model_kwargs.items()}
     try:
         return create_model(config.model, **kwargs)
-    except TypeError as exc:  # an unknown keyword from the recipe or --set model_kwargs.NAME
-        raise ValueError(f"Model keyword arguments do not fit {config.model}: {exc}.") from None
+    except (TypeError, ValueError) as exc:  # a keyword or value from the recipe or --set
+        raise ConfigError(f"Model keyword arguments do not fit {config.model}: {exc}.") from None
 
 
 def add_weight_decay(model: tf.keras.Model, weight_decay: float, scope: str = "all") -> None:
@@ -236,7 +266,7 @@ def add_weight_decay(model: tf.keras.Model, weight_decay: float, scope: str = "a
             and (scope == "kernels" or getattr(layer, "kernel_quantizer", None) is None)
         ]
     else:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown weight_decay_scope {scope!r}; use all, kernels or float_kernels.")
     # Decay the latent float weights of larq's quantized variables, never their sign.
     variables = [getattr(v, "latent_variable", v) for v in variables]
@@ -470,9 +500,10 @@ def train(config: config_lib.TrainConfig, output_dir: str, *, resume: bool = Fal
     config_lib.check_values(config)
     config = resolve_config(config)  # unknown dataset / unreadable folders fail here
     check_model_settings(config)
+    check_input_shape(config)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
-        raise ValueError(
+        raise ConfigError(
             f"batch_size {config.batch_size} is the global batch and must divide evenly across "
             f"the {replicas} replicas; use a multiple of {replicas}.")
 
@@ -502,11 +533,11 @@ def train(config: config_lib.TrainConfig, output_dir: str, *, resume: bool = Fal
                     _remove(path)
             raise
         fit_model, model, callbacks, train_data, eval_data, steps = fit
-        fit_model.fit(train_data, epochs=config.epochs + config.center_loss_epochs,
-                      steps_per_epoch=steps["train"], validation_data=eval_data,
-                      validation_steps=steps["eval"], callbacks=callbacks, verbose=verbose)
-
-        save_model(model, os.path.join(workdir, MODEL_FILE))
+        with _disk_errors(workdir):
+            fit_model.fit(train_data, epochs=config.epochs + config.center_loss_epochs,
+                          steps_per_epoch=steps["train"], validation_data=eval_data,
+                          validation_steps=steps["eval"], callbacks=callbacks, verbose=verbose)
+            save_model(model, os.path.join(workdir, MODEL_FILE))
         history_path = os.path.join(workdir, HISTORY_FILE)
         history = read_history(history_path) if os.path.exists(history_path) else []
         if chief:
@@ -518,7 +549,33 @@ def train(config: config_lib.TrainConfig, output_dir: str, *, resume: bool = Fal
     return TrainResult(model, fit_model.optimizer, history, output_dir, chief)
 
 
+@contextlib.contextmanager
+def _disk_errors(workdir):
+    """Turn a full or read-only disk met by TensorFlow's writers (checkpoints, TensorBoard
+    logs) into one `OutputError` naming the run folder; BackupAndRestore keeps the last
+    complete epoch, so the same command continues once there is space."""
+    try:
+        yield
+    except tf.errors.OpError as exc:
+        text = str(exc.message if hasattr(exc, "message") else exc)
+        codes = {errno.ENOSPC: "No space left on device", errno.EROFS: "Read-only file system",
+                 errno.EDQUOT: "Disk quota exceeded"}
+        code = next((c for c, words in codes.items() if words.lower() in text.lower()), None)
+        if code is None:
+            raise
+        raise OutputError(code, f"Could not write the run in {workdir}: "
+                          f"{files.os_error_hint(OSError(code, codes[code]))} The last "
+                          "completed epoch is kept; rerun the same command to continue.") from None
+
+
+def _check_history(workdir) -> None:
+    path = os.path.join(workdir, HISTORY_FILE)
+    if os.path.exists(path):
+        read_history(path)  # a damaged history.csv fails before anything is written
+
+
 def _setup(config, strategy, output_dir, workdir, chief, verbose, created):
+    _check_history(workdir)
     tf.keras.utils.set_random_seed(config.seed)
     if config.deterministic:
         tf.config.experimental.enable_op_determinism()
@@ -585,6 +642,7 @@ def evaluate(model, dataset: str, *, split: str = "test", rotate: bool = False,
     """
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
+    check_model_fits_data(model, dataset, data_dir)
     data = data_lib.load_dataset(dataset, split, batch_size=batch_size, data_dir=data_dir,
                                  rotate=rotate, seed=EVAL_SEED,
                                  validation_fraction=validation_fraction)
@@ -596,8 +654,13 @@ def evaluate(model, dataset: str, *, split: str = "test", rotate: bool = False,
     return {"top1": values["accuracy"], "top5": values["top5"], "loss": values["loss"]}
 
 
-def load_model(path) -> tf.keras.Model:
+def load_model(path, *, trusted: bool = False) -> tf.keras.Model:
     """Load a model saved by `train` (``model.h5``, or the run folder holding it).
+
+    A file whose config holds a ``Lambda`` layer or a class from outside Keras, larq and
+    cbcn_tf would run code while loading: it is refused (`UntrustedModelError`) unless
+    ``trusted=True`` (see `cbcn_tf.model_files`). A truncated or foreign file raises
+    `ModelFileError` naming it.
 
     Example:
         >>> from cbcn_tf.models import create_model
@@ -612,10 +675,16 @@ def load_model(path) -> tf.keras.Model:
     if os.path.isdir(path):
         path = os.path.join(path, MODEL_FILE)
     if not os.path.isfile(path):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"No saved model at {path}; pass a run folder written by `cbcn train` (with "
             f"{MODEL_FILE}) or a .h5 file.")
-    return tf.keras.models.load_model(path, compile=False)
+    model_files.check_model_file(path, trusted=trusted)
+    try:
+        return tf.keras.models.load_model(path, compile=False)
+    except (OSError, KeyError) as exc:  # h5py: a file damaged past its config
+        raise ModelFileError(
+            f"{path} is a damaged Keras model ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:200]}); copy it again or retrain.") from None
 
 
 def save_model(model: tf.keras.Model, path) -> None:
@@ -644,12 +713,24 @@ def write_summary(model: tf.keras.Model, path) -> str:
 
 
 def read_history(path) -> list:
-    """Rows of a history CSV as dicts of floats (``epoch`` as int)."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        return [
-            {key: int(value) if key == "epoch" else _float(value) for key, value in row.items()}
-            for row in csv.DictReader(handle)
-        ]
+    """Rows of a history CSV as dicts of floats (``epoch`` as int); `DataError` naming the
+    file if it is not one `train` wrote."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = [
+                {key: int(value) if key == "epoch" else _float(value)
+                 for key, value in row.items()}
+                for row in csv.DictReader(handle)
+            ]
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path} is not a history file written by cbcn train ({exc!r}); "
+                        "restore it, or delete it to restart the log from the next "
+                        "epoch.") from None
+    if rows and any("epoch" not in row or None in row for row in rows):
+        raise DataError(f"{path} is not a history file written by cbcn train (no epoch "
+                        "column, or ragged rows); restore it, or delete it to restart the log "
+                        "from the next epoch.")
+    return rows
 
 
 def _float(value):
@@ -674,7 +755,7 @@ def _makedirs(path, created) -> None:
     try:
         os.makedirs(path)
     except OSError as exc:
-        raise OSError(exc.errno, f"Could not create the output folder {path}: "
+        raise OutputError(exc.errno, f"Could not create the output folder {path}: "
                       f"{files.os_error_hint(exc)}") from exc
     created.append(top)
 
@@ -693,7 +774,7 @@ def _latest_backup(backup_dir):
     except Exception:  # a state file that is not a checkpoint state proto  # noqa: BLE001
         state = None
     if state is None or not state.model_checkpoint_path:
-        raise ValueError(
+        raise ConfigError(
             f"{backup_dir} does not hold a cbcn training backup (unreadable "
             f"{os.path.join(directory, 'checkpoint')}); choose another output folder.")
     path = state.model_checkpoint_path
@@ -708,7 +789,7 @@ def _saved_epoch(backup_dir) -> int:
     try:
         return int(tf.train.load_variable(latest, "ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE"))
     except (tf.errors.OpError, ValueError) as exc:
-        raise ValueError(
+        raise ConfigError(
             f"{backup_dir} does not hold a cbcn training backup ({exc}); choose another output "
             "folder.") from None
 
@@ -733,7 +814,7 @@ def _check_backup_matches(model, backup_dir) -> None:
         except (AssertionError, ValueError, tf.errors.OpError):
             mismatch = True
     if mismatch:
-        raise ValueError(
+        raise ConfigError(
             f"{backup_dir} holds checkpoints of another model (its variables do not match "
             f"{model.name} with these model_kwargs). Use the settings of that run, or another "
             "output folder.")
@@ -744,7 +825,7 @@ def _check_output_dir(output_dir: str, config, resume: bool) -> bool:
     config_path = os.path.join(output_dir, config_lib.CONFIG_FILE)
     backup = os.path.join(output_dir, BACKUP_DIR)
     if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-        raise ValueError(f"Output {output_dir} is a file; choose a folder.")
+        raise ConfigError(f"Output {output_dir} is a file; choose a folder.")
     has_backup = _latest_backup(backup) is not None if os.path.isdir(backup) else False
     has_run = (os.path.exists(config_path) or has_backup
                or os.path.exists(os.path.join(output_dir, MODEL_FILE)))
@@ -756,13 +837,13 @@ def _check_output_dir(output_dir: str, config, resume: bool) -> bool:
     # its backup if one was saved, else from the start).
     interrupted_same = saved == config and not finished
     if not resume and not interrupted_same:
-        raise ValueError(
+        raise ConfigError(
             f"{output_dir} already holds a training run; pass --resume (resume=True) to continue "
             "it, or choose another output folder.")
     if saved is not None:
         for key in _RESUME_KEYS:
             if getattr(saved, key) != getattr(config, key):
-                raise ValueError(
+                raise ConfigError(
                     f"Cannot resume {output_dir}: its {key} is {getattr(saved, key)!r} but this "
                     f"run asks for {getattr(config, key)!r} ({', '.join(_RESUME_KEYS)} must match "
                     "the saved config.yaml). Use the same settings or another output folder.")
@@ -829,7 +910,7 @@ def _training_data(config, strategy, start_epoch: int, verbose: int = 0):
                                              **common).cardinality())
             count = size // workers // per_worker if multi else math.ceil(size / per_worker)
             if not count:
-                raise ValueError(
+                raise ConfigError(
                     f"batch_size {config.batch_size} is larger than a worker's shard of the "
                     f"{split!r} split ({size // workers} examples); lower batch_size.")
             if steps[key] is None:
@@ -854,7 +935,7 @@ def _final_dense(model):
     for layer in reversed(model.layers):
         if isinstance(layer, tf.keras.layers.Dense):
             return layer
-    raise ValueError(
+    raise ConfigError(
         f"Center loss needs a classifier ending in a Dense layer; {model.name} has none.")
 
 

@@ -38,6 +38,7 @@ import tensorflow as tf
 from larq_compute_engine.mlir.python import tflite_schema
 
 from cbcn_tf import files
+from cbcn_tf.errors import ExportError
 from cbcn_tf import summary as cbcn_summary
 from cbcn_tf.summary import is_binary_layer, iter_layers
 from cbcn_tf.layers import CBConv2D
@@ -210,19 +211,19 @@ def check_exportable(model) -> None:
              if not isinstance(layer, tf.keras.layers.InputLayer)
              and (layer.compute_dtype != "float32" or layer.variable_dtype != "float32")]
     if mixed:
-        raise ValueError(
+        raise ExportError(
             f"Layers {mixed} do not compute in float32 (mixed precision); LCE and TFLite need a "
             "float32 model. Clone it: tf.keras.mixed_precision.set_global_policy('float32'), "
             "rebuild the same architecture, then new_model.set_weights(model.get_weights())."
         )
     if not model.inputs:
-        raise ValueError(
+        raise ExportError(
             f"{model.name} has no defined inputs; export needs a functional or Sequential "
             "model with tf.keras.Input(shape) (or a subclassed model called on tf.keras.Input)."
         )
     for tensor in model.inputs:
         if None in tensor.shape[1:]:
-            raise ValueError(
+            raise ExportError(
                 f"Input {tensor.name!r} has shape {tensor.shape}; export needs a fixed size "
                 "except for the batch, e.g. create_model(..., input_shape=(32, 32, 3))."
             )
@@ -239,7 +240,7 @@ def _binary_kernel_and_scale(layer: CBConv2D):
     quantized = layer.expanded_kernel(quantized=True).numpy()
     magnitude = np.abs(quantized).max(axis=(0, 1, 2))
     if not np.allclose(np.abs(quantized), magnitude, rtol=1e-6, atol=0.0):
-        raise ValueError(
+        raise ExportError(
             f"{layer.name}: kernel quantizer {layer.kernel_quantizer!r} does not give +-m per "
             "output channel, so it has no 1-bit deployment; use a sign-type kernel quantizer."
         )
@@ -327,7 +328,7 @@ def materialize_cbconv(model: tf.keras.Model) -> tf.keras.Model:
     graph_models = [model] + [m for m in model.submodules if isinstance(m, tf.keras.Model)]
     if not all(isinstance(m, tf.keras.Sequential) or getattr(m, "_is_graph_network", False)
                for m in graph_models):
-        raise ValueError(
+        raise ExportError(
             f"{model.name} is a subclassed Keras model; exporting CBConv2D layers rewrites the "
             "model's config, which needs the functional or Sequential API. Rebuild it with "
             "tf.keras.Model(inputs, outputs) and copy the weights."
@@ -396,7 +397,7 @@ def _check_audit(model, audit: OpAudit, strict: bool) -> tuple:
     if audit.unsupported_ops:
         found = ", ".join(f"{name} (tensor {tensors[-1]!r})" if tensors else name
                           for name, tensors in audit.unsupported_ops)
-        raise ValueError(
+        raise ExportError(
             f"{model.name} converts to ops that neither TFLite nor LCE can run: {found}. "
             "Replace the layers producing them with TFLite builtin ops."
         )
@@ -409,7 +410,7 @@ def _check_audit(model, audit: OpAudit, strict: bool) -> tuple:
             "TF-SAME or VALID padding; binary Dense / depthwise layers are never accelerated."
         )
         if strict:
-            raise ValueError(message + " Pass strict=False to export anyway.")
+            raise ExportError(message + " Pass strict=False to export anyway.")
         warnings.warn(message, FloatFallbackWarning, stacklevel=3)
     return float_layers
 
@@ -468,7 +469,7 @@ def check_parity(model, flatbuffer: bytes, *, lce_runtime: bool = True, samples:
     expected = model(inputs if len(inputs) > 1 else inputs[0], training=False)
     expected = [np.asarray(t) for t in tf.nest.flatten(expected)]
     if [e.shape for e in expected] != [c.shape for c in converted]:
-        raise ValueError(f"Keras outputs {[e.shape for e in expected]} and converted outputs "
+        raise ExportError(f"Keras outputs {[e.shape for e in expected]} and converted outputs "
                          f"{[c.shape for c in converted]} do not line up.")
     scale = max(float(np.max(np.abs(e))) for e in expected)
     diffs = np.max([np.abs(e - c).reshape(samples, -1).max(axis=1)
@@ -479,7 +480,7 @@ def check_parity(model, flatbuffer: bytes, *, lce_runtime: bool = True, samples:
 def _check_parity(model, flatbuffer, lce_runtime, **kwargs) -> Parity:
     parity = check_parity(model, flatbuffer, lce_runtime=lce_runtime, **kwargs)
     if not parity.ok:
-        raise ValueError(
+        raise ExportError(
             f"{model.name}: the converted model differs from Keras: only {parity}. A conversion "
             "error shows on most inputs. If the model is deep and untrained, float rounding "
             "can flip signs near zero on many inputs: check with trained weights."
@@ -516,7 +517,7 @@ def _convert(model: tf.keras.Model, convert, converter_name: str) -> bytes:
             _saved_model(model, directory)
             return convert(directory)
     except Exception as exc:
-        raise ValueError(f"{converter_name} could not convert {model.name}: {exc}") from exc
+        raise ExportError(f"{converter_name} could not convert {model.name}: {exc}") from exc
 
 
 def lce_flatbuffer(model: tf.keras.Model, *, target: str = "arm") -> bytes:
@@ -588,7 +589,7 @@ def export_tflite(model: tf.keras.Model, path, *, verify: bool = True, samples: 
     flatbuffer = tflite_flatbuffer(model)
     audit = audit_ops(flatbuffer)
     if audit.unsupported_ops:
-        raise ValueError(f"{model.name}: ops TFLite cannot run: {audit.unsupported_ops}")
+        raise ExportError(f"{model.name}: ops TFLite cannot run: {audit.unsupported_ops}")
     parity = _check_parity(model, flatbuffer, False, samples=samples, seed=seed, rtol=rtol,
                            atol=atol, num_threads=num_threads) if verify else None
     files.write_bytes(path, flatbuffer)

@@ -90,10 +90,27 @@ def test_config_round_trip_gives_identical_outputs(name):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_larq_summary_runs(name):
+def test_larq_summary_counts_the_models_1_bit_and_32_bit_weights(name):
+    """Larq's table totals equal the counts read off the model's own variables: the latent
+    kernels of layers whose kernel quantizer is 1-bit, and every other parameter."""
+    from cbcn_tf.summary import iter_layers
+
+    model = small_model(name)
+    binary = sum(
+        int(np.prod(layer.kernel.shape)) for layer in iter_layers(model)
+        if getattr(getattr(layer, "kernel_quantizer", None), "precision", None) == 1)
+    assert binary > 0
+    # Every other parameter is 32-bit; a BatchNorm deploys as one scale and one offset per
+    # channel, so larq counts gamma / beta together with the moving variance / mean.
+    folded = sum(int(np.prod(w.shape)) for layer in iter_layers(model)
+                 if isinstance(layer, tf.keras.layers.BatchNormalization)
+                 for w in (layer.gamma, layer.beta) if w is not None)
+    floats = model.count_params() - binary - folded
     lines = []
-    lq.models.summary(small_model(name), print_fn=lines.append)
-    assert "Total params" in "\n".join(lines)
+    lq.models.summary(model, print_fn=lines.append)
+    lines = "\n".join(lines).splitlines()
+    total_row = next(line for line in lines if line.startswith("| Total ") and "params" not in line)
+    assert [int(v) for v in total_row.split()[2:4]] == [binary, floats]
 
 
 @pytest.mark.parametrize("name", MODELS)

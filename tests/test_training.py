@@ -174,10 +174,31 @@ def test_config_round_trips_through_yaml(tmp_path):
     assert config_lib.read_config(tmp_path / "config.yaml") == cfg
 
 
-def test_make_strategy():
-    assert training.make_strategy("none") is tf.distribute.get_strategy()
-    assert isinstance(training.make_strategy("mirrored"), tf.distribute.MirroredStrategy)
-    with pytest.raises(ValueError, match="none, mirrored, multi_worker"):
+def test_make_strategy_runs_one_replica_per_local_device():
+    """"mirrored" spreads over every local device (two logical CPUs here): a per-replica value
+    summed across replicas, and a variable's update averaged over them; "none" is one replica
+    that writes the run."""
+    devices = tf.config.list_logical_devices("CPU")
+    if len(devices) < 2:
+        pytest.skip("needs two logical CPU devices configured before TF initialised")
+    none = training.make_strategy("none")
+    assert none.num_replicas_in_sync == 1 and training.is_chief(none)
+    mirrored = training.make_strategy("mirrored")
+    assert mirrored.num_replicas_in_sync == len(devices) and training.is_chief(mirrored)
+    ids = mirrored.run(lambda: tf.cast(
+        tf.distribute.get_replica_context().replica_id_in_sync_group, tf.float32) + 1.0)
+    assert mirrored.reduce("SUM", ids, axis=None).numpy() == sum(range(1, len(devices) + 1))
+    with mirrored.scope():
+        variable = tf.Variable(0.0, aggregation=tf.VariableAggregation.MEAN)
+
+    @tf.function
+    def step():
+        ctx = tf.distribute.get_replica_context()
+        variable.assign_add(tf.cast(ctx.replica_id_in_sync_group, tf.float32) * 2.0)
+
+    mirrored.run(step)
+    assert variable.numpy() == pytest.approx(np.mean([2.0 * i for i in range(len(devices))]))
+    with pytest.raises(config_lib.ConfigError, match="none, mirrored, multi_worker"):
         training.make_strategy("tpu")
 
 
@@ -212,10 +233,66 @@ def test_train_writes_reloadable_run_and_resume_continues(tmp_path):
     assert config_lib.read_config(os.path.join(run, "config.yaml")).epochs == 2
 
 
-def test_center_loss_stage_under_mirrored_strategy(tmp_path):
+def test_center_loss_stage_under_mirrored_strategy(tmp_path, monkeypatch):
+    """The center-loss stage switches the term on at ``epochs`` (weight 0 before, the
+    configured weight after), also under MirroredStrategy."""
+    weights = []
+
+    class Record(tf.keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            weights.append(float(self.model.center_loss_weight.numpy()))
+
+    stage = training._CenterLossStage
+    original_setup = training._setup
+
+    def setup(*args, **kwargs):
+        fit_model, model, callbacks, *rest = original_setup(*args, **kwargs)
+        extra = [c for c in callbacks if isinstance(c, stage)]
+        assert len(extra) == 1
+        return (fit_model, model, callbacks + [Record()], *rest)
+
+    monkeypatch.setattr(training, "_setup", setup)
     result = training.train(
         tiny_config("epochs=1", "center_loss_epochs=1", "center_loss_weight=0.5",
                     "distribute=mirrored"), str(tmp_path / "run"), verbose=0)
     assert [row["epoch"] for row in result.history] == [0, 1]
+    assert weights == [0.0, 0.5]
     assert all(np.isfinite(row["center_loss"]) for row in result.history)
     assert not isinstance(result.model, training.CenterLossModel)  # model.h5 is the classifier
+
+
+def _center_step(strategy, weights, centers, images, labels):
+    """One SGD step (lr 1) of a CenterLossModel under ``strategy``; the new weights."""
+    with strategy.scope():
+        inputs = tf.keras.Input((4,))
+        features = tf.keras.layers.Dense(3, activation="tanh")(inputs)
+        base = tf.keras.Model(inputs, tf.keras.layers.Dense(2, activation="softmax")(features))
+        base.set_weights(weights)
+        model = training.CenterLossModel(base, weight=1.0, alpha=0.5)
+        model(tf.zeros((1, 4)))
+        model.centers.assign(centers)
+        training.compile_for_classification(model, tf.keras.optimizers.SGD(1.0))
+    model.fit(images, labels, batch_size=len(images), epochs=1, shuffle=False, verbose=0)
+    return base.get_weights()
+
+
+def test_center_loss_gradient_is_scaled_per_replica(two_cpu_strategy):
+    """Under 2 replicas each replica's center term is divided by the replica count, so the
+    summed gradients equal the single-device gradient of the global batch's term (without
+    the scaling the center loss would pull twice as hard)."""
+    rng = np.random.default_rng(0)
+    images = rng.normal(size=(8, 4)).astype(np.float32)
+    labels = np.array([0, 1] * 4)
+    centers = rng.normal(size=(2, 3)).astype(np.float32) * 2
+    inputs = tf.keras.Input((4,))
+    features = tf.keras.layers.Dense(3, activation="tanh")(inputs)
+    weights = tf.keras.Model(inputs, tf.keras.layers.Dense(2)(features)).get_weights()
+    single = _center_step(tf.distribute.get_strategy(), weights, centers, images, labels)
+    mirrored = _center_step(two_cpu_strategy, weights, centers, images, labels)
+    for a, b in zip(single, mirrored):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # The center term matters at this scale: a step without it lands elsewhere.
+    with_center = np.concatenate([w.ravel() for w in single])
+    centers_far = centers + 10.0
+    other = _center_step(tf.distribute.get_strategy(), weights, centers_far, images, labels)
+    assert np.abs(with_center - np.concatenate([w.ravel() for w in other])).max() > 1e-3
