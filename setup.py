@@ -21,6 +21,10 @@ setup(
         "larq>=0.13.3,<0.15",
         "larq-compute-engine>=0.16,<0.17",
         "tensorflow-datasets>=4.9,<5",
+        # What the defaults use: TensorFlow 2.21 no longer installs TensorBoard (the recipes'
+        # `tensorboard: true`), and TFDS 4.9.10's builders import importlib_resources.
+        "tensorboard>=2.16,<2.22",
+        "importlib_resources>=5",
         "numpy>=1.23,<2",
         "scikit-learn>=1.3",
         "matplotlib>=3.7",

@@ -1,7 +1,7 @@
-"""Circulant filters (SPEC sections 1 and 3): rotation tables, the CiF expansion and CBP.
+"""Circulant filters (docs/METHOD.md §2 and §4): rotation tables, the CiF expansion and CBP.
 
-Layout (SPEC 1): the learned kernel ``W`` has shape ``(h, w, C_in, K, C_out)`` (one plane per
-input orientation, "untied") or ``(h, w, C_in, C_out)`` ("tied"). Channels are laid out as
+Layout (METHOD §2.2-§2.4): the learned kernel ``W`` has shape ``(h, w, C_in, K, C_out)`` (one
+plane per input orientation, "untied") or ``(h, w, C_in, C_out)`` ("tied"). Channels are laid out as
 ``c * K + k`` (orientation minor). The expanded kernel is
 
     E[:, :, i*K + (p + r) % K, o*K + r] = rot_cw(W[:, :, i, p, o], r)
@@ -9,7 +9,7 @@ input orientation, "untied") or ``(h, w, C_in, C_out)`` ("tied"). Channels are l
 Output orientation ``r`` sees the learned filter rotated clockwise by ``r`` steps of ``360 / K``
 degrees and the input-orientation planes cyclically shifted by ``r``.
 
-Circulant back propagation (SPEC 3, paper Eq. 8) sums the gradients of the K rotated copies,
+Circulant back propagation (METHOD §4, paper Eq. 8) sums the gradients of the K rotated copies,
 each read back through its inverse rotation:
 
     dW[:, :, i, p, o] = sum_r rot_cw^-1(dE[:, :, i*K + (p + r) % K, o*K + r], r)
@@ -29,7 +29,7 @@ RING_3X3 = ((0, 0), (0, 1), (0, 2), (1, 2), (2, 2), (2, 1), (2, 0), (1, 0))
 
 
 def check_orientations(orientations, kernel_size) -> None:
-    """Raise ValueError unless (K, kernel_size) is a combination SPEC 1 defines."""
+    """Raise ValueError unless (K, kernel_size) is a combination METHOD §2.1 defines."""
     if orientations not in ORIENTATIONS:
         raise ValueError(
             f"orientations={orientations!r} is not supported; use one of {ORIENTATIONS}."

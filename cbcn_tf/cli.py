@@ -17,8 +17,9 @@ Examples (shell)::
     cbcn demo --output /tmp/demo
 
 In Python, ``cbcn_tf.cli.main(["list-models"])`` runs the same and returns the exit code.
-User errors (unknown names, bad overrides, missing files, a folder holding another run) print
-one ``cbcn: error: ...`` line on stderr and exit with code 2.
+User errors (`cbcn_tf.errors.CbcnError`: unknown names, bad overrides, missing or damaged
+files, a folder holding another run, ...) print one ``cbcn: error: ...`` line on stderr and
+exit with code 2; any other exception is a bug and shows its traceback.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ import typing
 
 import cbcn_tf  # noqa: F401  (selects Keras 2 before anything touches tf.keras)
 from cbcn_tf import config as config_lib
+from cbcn_tf.errors import CbcnError, OutputError
 
 EXIT_USAGE = 2
 # Config keys with a flag of their own in `cbcn train` (applied after --set).
@@ -41,9 +43,15 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.command(args) or 0
-    except (ValueError, OSError) as exc:  # user errors: data.py, models, config, training
-        print(f"cbcn: error: {exc}", file=sys.stderr)
+    except CbcnError as exc:  # user errors; anything else is a bug and keeps its traceback
+        print(f"cbcn: error: {error_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def error_line(exc: CbcnError) -> str:
+    """The one line printed for a user error (an OSError's text without its ``[Errno N]``)."""
+    text = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return " ".join(str(text).split())
 
 
 # --- subcommands -----------------------------------------------------------------------------
@@ -76,7 +84,8 @@ def _train_config(args) -> config_lib.TrainConfig:
 def _evaluate(args) -> None:
     from cbcn_tf import training
 
-    model = training.load_model(args.run)  # first: it names a missing run folder or file
+    # first: it names a missing run folder or file
+    model = training.load_model(args.run, trusted=args.trust_model)
     options = training.run_eval_options(args.run, dataset=args.dataset, split=args.split,
                                         data_dir=args.data_dir)
     variants = [False] if args.no_rotated else [False, True]
@@ -96,12 +105,36 @@ def _summary(args) -> None:
     print(training.summary_text(model), end="")
 
 
+def _check_destination(path) -> None:
+    """Refuse, before any work, a destination whose folder is missing or that is a folder."""
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise OutputError(f"Cannot write {path}: the folder {folder} does not exist. Create "
+                          "it first (mkdir -p) or choose another destination.")
+    if os.path.isdir(path):
+        raise OutputError(f"Cannot write {path}: it is a folder. Name a file, e.g. "
+                          f"{os.path.join(path, 'model.tflite')}.")
+
+
+def _warn_float_export(model) -> None:
+    from cbcn_tf.summary import iter_layers
+
+    binary = [layer.name for layer in iter_layers(model)
+              if getattr(layer, "kernel_quantizer", None) is not None]
+    if binary:
+        print(f"cbcn: warning: {model.name} has {len(binary)} binary layers (e.g. {binary[0]}); "
+              "--float stores their weights as float32, about 32x larger and slower than the "
+              "LCE file `cbcn convert` writes without --float.", file=sys.stderr)
+
+
 def _convert(args) -> None:
     from cbcn_tf import training
     from cbcn_tf.converters import export_lce, export_tflite
 
-    model = training.load_model(args.model)
+    _check_destination(args.output)
+    model = training.load_model(args.model, trusted=args.trust_model)
     if args.float:
+        _warn_float_export(model)
         result = export_tflite(model, args.output, verify=not args.no_verify)
     else:
         result = export_lce(model, args.output, target=args.target, verify=not args.no_verify,
@@ -115,10 +148,10 @@ def _convert(args) -> None:
 
 def _benchmark(args) -> None:
     from cbcn_tf.converters import benchmark_tflite
+    from cbcn_tf.converters.benchmark import read_tflite
 
     for path in filter(None, (args.model, args.baseline)):
-        if not os.path.isfile(path):
-            raise FileNotFoundError(f"No .tflite file at {path}; write one with `cbcn convert`.")
+        read_tflite(path)  # a missing, truncated or non-TFLite file fails here, naming it
     report = benchmark_tflite(args.model, runs=args.runs, warmup=args.warmup,
                               threads=tuple(args.threads), baseline=args.baseline,
                               name=os.path.basename(args.model))
@@ -196,6 +229,7 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", help="split (default: the run's eval_split, else test)")
     evaluate.add_argument("--batch-size", type=int, default=128)
     evaluate.add_argument("--no-rotated", action="store_true", help="skip the rotated variant")
+    _add_trust(evaluate)
 
     summary = command("summary", _summary,
                       "Print the Larq summary and cbcn_tf.summary of a zoo model.")
@@ -213,6 +247,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="skip the Keras vs interpreter parity check")
     convert.add_argument("--allow-float", action="store_true",
                          help="export even if a binary layer stays float (warns)")
+    _add_trust(convert)
 
     benchmark = command("benchmark", _benchmark, "Latency of a .tflite model on this host.")
     benchmark.add_argument("model", metavar="TFLITE")
@@ -232,6 +267,13 @@ def _parser() -> argparse.ArgumentParser:
                       help="epochs per arm (default: the digits_demo recipe's)")
     demo.add_argument("--no-export", action="store_true", help="skip the LCE export")
     return parser
+
+
+def _add_trust(parser):
+    parser.add_argument("--trust-model", action="store_true",
+                        help="load a model file whose config holds a Lambda layer or classes "
+                        "from outside Keras, larq and cbcn_tf (that code runs while loading: "
+                        "only for files from a source you trust)")
 
 
 def _add_set(parser, help_text):

@@ -14,7 +14,7 @@ Example:
     >>> config.load_config("digits_demo", ["epochs=two"])
     Traceback (most recent call last):
     ...
-    cbcn_tf.config.ConfigError: config key 'epochs' expects int, got 'two' (str).
+    cbcn_tf.errors.ConfigError: config key 'epochs' expects int, got 'two' (str).
 """
 from __future__ import annotations
 
@@ -27,6 +27,7 @@ from typing import Literal, Optional
 
 import yaml
 
+from cbcn_tf import errors
 from cbcn_tf.files import atomic_write
 
 CONFIG_FILE = "config.yaml"
@@ -39,8 +40,8 @@ WeightDecayScope = Literal["all", "kernels", "float_kernels"]
 Distribute = Literal["none", "mirrored", "multi_worker"]
 
 
-class ConfigError(ValueError):
-    """A recipe or override that does not fit `TrainConfig`; the message says how to fix it."""
+# A recipe or override that does not fit `TrainConfig`; the message says how to fix it.
+ConfigError = errors.ConfigError
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +148,7 @@ def check_values(config: TrainConfig) -> None:
         >>> check_values(TrainConfig(lr_scaling="linear"))
         Traceback (most recent call last):
         ...
-        cbcn_tf.config.ConfigError: lr_scaling 'linear' needs base_batch_size (the batch size lr was tuned for), e.g. --set base_batch_size=256.
+        cbcn_tf.errors.ConfigError: lr_scaling 'linear' needs base_batch_size (the batch size lr was tuned for), e.g. --set base_batch_size=256.
     """
     for key in ("epochs", "batch_size", "steps_per_epoch", "base_batch_size"):
         value = getattr(config, key)
@@ -209,8 +210,31 @@ def save_config(config: TrainConfig, path) -> None:
 
 def read_config(path) -> TrainConfig:
     """Read a config written by `save_config` (e.g. ``RUN/config.yaml``)."""
-    with open(path, encoding="utf-8") as handle:
-        return from_dict(yaml.safe_load(handle) or {}, source=str(path))
+    try:
+        with open(path, encoding="utf-8") as handle:
+            values = yaml.safe_load(handle) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path} is not a valid config file ({type(exc).__name__}); restore "
+                          "it or delete the run folder.") from None
+    return from_dict(values, source=str(path))
+
+
+def with_absolute_paths(config: TrainConfig) -> TrainConfig:
+    """``data_dir`` and a ``folder:PATH`` dataset made absolute (what config.yaml stores), so a
+    run can be evaluated or resumed from any working directory.
+
+    Example:
+        >>> cfg = with_absolute_paths(TrainConfig(dataset="image_folder", data_dir="imgs"))
+        >>> os.path.isabs(cfg.data_dir)
+        True
+    """
+    changes = {}
+    if config.data_dir is not None:
+        changes["data_dir"] = os.path.abspath(os.path.expanduser(config.data_dir))
+    if config.dataset.startswith("folder:"):
+        path = config.dataset[len("folder:"):]
+        changes["dataset"] = "folder:" + os.path.abspath(os.path.expanduser(path))
+    return dataclasses.replace(config, **changes) if changes else config
 
 
 def _read_recipe(recipe) -> dict:

@@ -28,7 +28,9 @@ from typing import Literal
 import numpy as np
 import tensorflow as tf
 
+from cbcn_tf import image_folders
 from cbcn_tf.augment import make_prepare, rotate_images
+from cbcn_tf.errors import DataError
 
 # Training augmentation recipes (see the module docstring): "cifar" (reflect-pad crop + flip),
 # "mnist" (reflect-pad crop, no flip), "imagenet" (random-resized crop + flip; centre crop).
@@ -78,8 +80,6 @@ DATASETS = {
                                 (0.229, 0.224, 0.225), _CIFAR_ROT, "imagenet"),
 }
 
-# The extensions tfds.folder_dataset.ImageFolder reads; other files are ignored.
-_IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 # Fixed seed of the validation_fraction permutation; see `load_dataset`.
 _SPLIT_SEED = 0
 
@@ -107,11 +107,11 @@ def dataset_info(name: str, *, data_dir=None) -> DatasetInfo:
 
         dataset_info("folder:PATH/cifar10").num_classes   # 10 for a CIFAR-10 ImageFolder at PATH
     """
-    root = _folder_root(name, data_dir)
+    root = image_folders.folder_root(name, data_dir)
     if root is not None:
         return _folder_info(root)
     if name not in DATASETS:
-        raise ValueError(
+        raise DataError(
             f"Unknown dataset {name!r}. Valid names: {', '.join(list_datasets())}, "
             "'folder:PATH', or 'image_folder' with data_dir=PATH."
         )
@@ -144,8 +144,11 @@ def load_dataset(
       to [0, 1] and bilinearly resized to 16x16x1, so a ResNet with three stride-2 stages still
       ends on a 2x2 map. ``"train"`` is the first 80% (1,437) of a fixed permutation (seed 0)
       and ``"test"`` the remaining 360.
-    * ``"mnist"``, ``"cifar10"``, ``"cifar100"``: ``tfds.load`` with ``data_dir``, downloading
-      as TFDS usually does when the data is not prepared yet.
+    * ``"mnist"``, ``"cifar10"``, ``"cifar100"``: the TFDS builder in ``data_dir`` (TFDS's
+      default folder when None), prepared on first use from the original files in
+      ``<data_dir>/downloads/manual`` if they are there (e.g. MNIST's four ``*-ubyte.gz``),
+      else downloaded as TFDS usually does. Data neither prepared nor downloadable raises
+      `DataError` naming the folder TFDS looked in and how to prepare it.
     * ``"imagenet2012"``: TFDS cannot download ImageNet. Put ``ILSVRC2012_img_train.tar`` and
       ``ILSVRC2012_img_val.tar`` in ``<data_dir>/downloads/manual`` (TFDS default data dir when
       ``data_dir`` is None); the first call prepares the dataset from them.
@@ -187,14 +190,14 @@ def load_dataset(
     """
     info = dataset_info(name, data_dir=data_dir)
     if validation_fraction is not None and not 0 < validation_fraction < 1:
-        raise ValueError(f"validation_fraction must be in (0, 1), got {validation_fraction}.")
+        raise DataError(f"validation_fraction must be in (0, 1), got {validation_fraction}.")
     carve = validation_fraction is not None and split in ("train", "validation")
     source_split = "train" if carve else split
     if source_split not in info.splits:
         hint = ""
         if split == "validation":
             hint = " Pass validation_fraction=0.1 to carve it out of 'train'."
-        raise ValueError(
+        raise DataError(
             f"Dataset {info.name!r} has no split {split!r}; it has {list(info.splits)}.{hint}"
         )
 
@@ -227,7 +230,7 @@ def load_dataset(
         # One small pipeline per epoch, concatenated as a balanced tree (shallow nesting).
         parts = [one_epoch(epoch) for epoch in range(*epochs)]
         if not parts:
-            raise ValueError(f"epochs={tuple(epochs)} is an empty range of epochs.")
+            raise DataError(f"epochs={tuple(epochs)} is an empty range of epochs.")
         while len(parts) > 1:
             parts = [a.concatenate(b) for a, b in zip(parts[::2], parts[1::2])] + (
                 [parts[-1]] if len(parts) % 2 else [])
@@ -255,17 +258,40 @@ def _load_source(info, split, data_dir):
 
     if info.tfds_name is None:
         root = info.name[len("folder:"):]
-        _validate_folder_split(root, split)
+        image_folders.validate_split(root, split)
         builder = tfds.folder_dataset.ImageFolder(root, shape=info.input_shape)
         return builder.as_dataset(split=split, shuffle_files=False, as_supervised=True)
-    kwargs = {}
-    if info.tfds_name == "imagenet2012" and data_dir is not None:
-        manual_dir = os.path.join(data_dir, "downloads", "manual")
-        kwargs["download_and_prepare_kwargs"] = {
-            "download_config": tfds.download.DownloadConfig(manual_dir=manual_dir)
-        }
-    return tfds.load(info.tfds_name, split=split, data_dir=data_dir, as_supervised=True,
-                     shuffle_files=False, **kwargs)
+    builder = _prepared_tfds_builder(tfds, info.tfds_name, data_dir)
+    return builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
+
+
+def _prepared_tfds_builder(tfds, name, data_dir):
+    """The TFDS builder of ``name``, prepared (downloading only if TFDS must).
+
+    Files in ``<data_dir>/downloads/manual`` named as TFDS downloads them (e.g. MNIST's
+    ``train-images-idx3-ubyte.gz``, ImageNet's ``ILSVRC2012_img_train.tar``) are used instead
+    of downloading when their checksums match. Data neither prepared nor downloadable is one
+    `DataError` naming the folder TFDS looked in and how to prepare it.
+    """
+    builder = tfds.builder(name, data_dir=data_dir)
+    if builder.is_prepared():
+        return builder
+    manual_dir = os.path.join(builder.data_dir_root, "downloads", "manual")
+    config = tfds.download.DownloadConfig(manual_dir=manual_dir)
+    tfds.disable_progress_bar()  # its bars would bury a failure's one-line message
+    try:
+        builder.download_and_prepare(download_config=config)
+    except Exception as exc:  # noqa: BLE001  (network, checksum, manual-file errors of TFDS)
+        reason = " ".join(str(exc).split())[:300]
+        raise DataError(
+            f"TFDS has no prepared {name!r} in {builder.data_dir} and could not download or "
+            f"prepare it ({type(exc).__name__}: {reason}). Put the original files in "
+            f"{manual_dir} (or run `tfds build {name} --data_dir "
+            f"{builder.data_dir_root}` where there is network, then copy that folder), or use "
+            "a local copy: --set dataset=image_folder --set data_dir=PATH.") from exc
+    finally:
+        tfds.enable_progress_bar()
+    return builder
 
 
 @functools.lru_cache(maxsize=1)
@@ -285,10 +311,10 @@ def _digits_splits():
 def _carve_split(ds, want_train, fraction):
     n = int(ds.cardinality())
     if n < 0:
-        raise ValueError("validation_fraction needs a source split of known size.")
+        raise DataError("validation_fraction needs a source split of known size.")
     n_train = n - round(n * fraction)
     if not 0 < n_train < n:
-        raise ValueError(f"validation_fraction={fraction} leaves an empty split of {n} examples.")
+        raise DataError(f"validation_fraction={fraction} leaves an empty split of {n} examples.")
     in_train = np.zeros(n, bool)
     in_train[np.random.default_rng(_SPLIT_SEED).permutation(n)[:n_train]] = True
     in_train = tf.constant(in_train)
@@ -300,101 +326,8 @@ def _carve_split(ds, want_train, fraction):
 # --- image folders ----------------------------------------------------------------------------
 
 
-def _folder_root(name, data_dir):
-    if name.startswith("folder:"):
-        if data_dir is not None:
-            raise ValueError(
-                f"Give the folder once: {name!r} or 'image_folder' with data_dir, not both."
-            )
-        return os.path.abspath(os.path.expanduser(name[len("folder:"):]))
-    if name == "image_folder":
-        if data_dir is None:
-            raise ValueError(
-                "'image_folder' needs data_dir=PATH (layout PATH/<split>/<class>/<image>)."
-            )
-        return os.path.abspath(os.path.expanduser(data_dir))
-    return None
-
-
-def _subdirs(path):
-    return sorted(e.name for e in os.scandir(path) if e.is_dir())
-
-
-def _images_in(path):
-    return sorted(
-        os.path.join(path, f) for f in os.listdir(path) if f.lower().endswith(_IMAGE_EXTENSIONS)
-    )
-
-
 def _folder_info(root):
-    if not os.path.isdir(root):
-        raise ValueError(
-            f"Image folder {root} does not exist; "
-            f"expected the layout {root}/<split>/<class>/<image>."
-        )
-    splits = _subdirs(root)
-    classes = sorted({c for s in splits for c in _subdirs(os.path.join(root, s))})
-    if not classes:
-        raise ValueError(
-            f"No <split>/<class> folders in {root}; expected {root}/<split>/<class>/<image>."
-        )
-    width, height, mode = _check_image(_reference_image(root))
-    channels = 1 if mode in ("1", "L", "LA", "I", "I;16", "F") else 3
-    mean, std = (_MNIST_MEAN, _MNIST_STD) if channels == 1 else (_CIFAR_MEAN, _CIFAR_STD)
-    return DatasetInfo(f"folder:{root}", len(classes), (height, width, channels), None,
-                       tuple(splits), mean, std, _CIFAR_ROT)
-
-
-def _reference_image(root):
-    """The first image of "train" (else of the first split): every image must have its size."""
-    for split in sorted(_subdirs(root), key=lambda s: s != "train"):
-        for cls in _subdirs(os.path.join(root, split)):
-            images = _images_in(os.path.join(root, split, cls))
-            if images:
-                return images[0]
-    raise ValueError(f"No {'/'.join(_IMAGE_EXTENSIONS)} images under {root}.")
-
-
-def _check_image(path):
-    """Parse and verify the header (no pixel decoding); return (width, height, mode)."""
-    from PIL import Image
-
-    try:
-        with Image.open(path) as image:
-            size, mode = image.size, image.mode
-            image.verify()
-        if path.lower().endswith((".jpg", ".jpeg")):
-            # A truncated JPEG passes the header checks but lacks its end-of-image marker.
-            with open(path, "rb") as f:
-                f.seek(max(0, os.path.getsize(path) - 32))
-                if b"\xff\xd9" not in f.read():
-                    raise OSError("no JPEG end-of-image marker (truncated file?)")
-    except Exception as exc:  # PIL raises many types for bad files
-        raise ValueError(f"Unreadable image {path}: {exc}. Delete or re-export it.") from exc
-    return size[0], size[1], mode
-
-
-def _validate_folder_split(root, split):
-    split_dir = os.path.join(root, split)
-    classes = _subdirs(split_dir)
-    if not classes:
-        raise ValueError(
-            f"Split folder {split_dir} has no class folders; expected {split_dir}/<class>/<image>."
-        )
-    reference = _reference_image(root)
-    reference_size = _check_image(reference)[:2]
-    for cls in classes:
-        images = _images_in(os.path.join(split_dir, cls))
-        if not images:
-            raise ValueError(
-                f"Class folder {os.path.join(split_dir, cls)} has no {'/'.join(_IMAGE_EXTENSIONS)} "
-                "images; add images or remove the folder."
-            )
-        for path in images:
-            size = _check_image(path)[:2]
-            if size != reference_size:
-                raise ValueError(
-                    f"Images differ in size: {reference} is {reference_size[0]}x"
-                    f"{reference_size[1]} but {path} is {size[0]}x{size[1]}; "
-                    "resize them to one size."
-                )
+    splits, classes, shape = image_folders.layout(root)
+    mean, std = (_MNIST_MEAN, _MNIST_STD) if shape[2] == 1 else (_CIFAR_MEAN, _CIFAR_STD)
+    return DatasetInfo(f"folder:{root}", len(classes), shape, None, tuple(splits), mean, std,
+                       _CIFAR_ROT)

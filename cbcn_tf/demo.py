@@ -32,6 +32,7 @@ import numpy as np
 from cbcn_tf import config as config_lib
 from cbcn_tf import data as data_lib
 from cbcn_tf import files, plots, training
+from cbcn_tf.errors import ConfigError
 from cbcn_tf.summary import summary as cbcn_summary
 
 RECIPE = "digits_demo"
@@ -54,17 +55,28 @@ def run_demo(output_dir: str = "demo_output", *, epochs: int | None = None, expo
     """Run the demo into ``output_dir`` and return one result dict per arm (see `COLUMNS`).
 
     ``epochs`` overrides the recipe's (for a quick look); ``export=False`` skips the LCE export.
-    Earlier demo runs in ``output_dir`` are replaced; anything else there is left alone.
+    Every argument is checked before anything is written. The run files of earlier demo runs
+    in ``output_dir`` are replaced; anything else there (a user's notes) is left alone, and a
+    folder of an arm's name that holds no demo run is refused.
     """
     start = time.perf_counter()
+    # Everything is checked before anything is touched: the arms' configs, then the folders.
+    configs = {}
+    for folder, _, overrides in ARMS:
+        if epochs is not None:
+            overrides = [*overrides, f"epochs={epochs}"]
+        configs[folder] = config_lib.load_config(RECIPE, overrides)
+        config_lib.check_values(configs[folder])
+    if os.path.exists(output_dir) and not os.path.isdir(output_dir):
+        raise ConfigError(f"--output {output_dir} is a file; choose a folder.")
+    for folder, _, _ in ARMS:
+        _check_previous_run(os.path.join(output_dir, folder), configs[folder])
     os.makedirs(output_dir, exist_ok=True)
     rows, histories, models = [], {}, {}
     for folder, label, overrides in ARMS:
         run_dir = os.path.join(output_dir, folder)
         _remove_previous_run(run_dir)
-        if epochs is not None:
-            overrides = [*overrides, f"epochs={epochs}"]
-        config = config_lib.load_config(RECIPE, overrides)
+        config = configs[folder]
         print_fn(f"\n=== {label}: {config.model} {config.model_kwargs} on {config.dataset}, "
                  f"{config.epochs} epochs")
         tic = time.perf_counter()
@@ -109,12 +121,38 @@ def format_table(rows) -> str:
     return "\n".join([lines[0], "-" * len(lines[0]), *lines[1:]])
 
 
-def _remove_previous_run(run_dir):
+# What a training run writes (cbcn_tf.training); the only entries a rerun removes.
+_RUN_FILES = (config_lib.CONFIG_FILE, training.HISTORY_FILE, training.MODEL_FILE,
+              training.SUMMARY_FILE, training.CURVES_FILE)
+_RUN_DIRS = (training.BACKUP_DIR, training.TENSORBOARD_DIR)
+
+
+def _check_previous_run(run_dir, config):
+    """Refuse a folder that exists but does not hold this demo arm's earlier run."""
     if not os.path.exists(run_dir):
         return
-    if not os.path.exists(os.path.join(run_dir, config_lib.CONFIG_FILE)):
-        raise ValueError(f"{run_dir} exists but is not a demo run; choose another --output.")
-    shutil.rmtree(run_dir)
+    config_path = os.path.join(run_dir, config_lib.CONFIG_FILE)
+    saved = None
+    if os.path.isdir(run_dir) and os.path.isfile(config_path):
+        try:
+            saved = config_lib.read_config(config_path)
+        except ConfigError:
+            saved = None
+    if saved is None or (saved.model, saved.dataset) != (config.model, config.dataset):
+        raise ConfigError(f"{run_dir} exists but is not a demo run; choose another --output "
+                          "(the demo replaces only its own earlier runs).")
+
+
+def _remove_previous_run(run_dir):
+    """Remove the run files of an earlier demo run; anything else in the folder stays."""
+    if not os.path.isdir(run_dir):
+        return
+    for name in _RUN_DIRS:
+        shutil.rmtree(os.path.join(run_dir, name), ignore_errors=True)
+    for name in _RUN_FILES:
+        path = os.path.join(run_dir, name)
+        if os.path.isfile(path):
+            os.remove(path)
 
 
 def _test_images():

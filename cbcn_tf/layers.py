@@ -1,4 +1,4 @@
-"""CBConv2D: circulant binary convolution (SPEC section 2) as a Larq quantized layer."""
+"""CBConv2D: circulant binary convolution (docs/METHOD.md §3) as a Larq quantized layer."""
 from __future__ import annotations
 
 import larq as lq
@@ -20,7 +20,7 @@ class CBConv2D(lq.layers.QuantConv2D):
     its gradient reaches ``W`` through circulant back propagation.
 
     Because sign commutes with the CiF permutation, the kernel quantizer runs on ``W`` before
-    the expansion (SPEC 2), so Larq sees a 1-bit kernel of the learned size.
+    the expansion (METHOD §3.3), so Larq sees a 1-bit kernel of the learned size.
 
     Args:
         filters: learned feature maps; the layer outputs ``filters * orientations`` channels.

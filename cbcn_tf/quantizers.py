@@ -1,4 +1,4 @@
-"""Sign gradients (SPEC 3) as Larq quantizers.
+"""Sign gradients (docs/METHOD.md §5) as Larq quantizers.
 
 The forward pass is always larq's ``sign`` (``sign(sign(x) + 0.1)``, sign(0) = +1), which the
 LCE converter recognises as a binariser. Only the backward pass differs:
@@ -41,6 +41,10 @@ def gaussian_sign(x, sigma: float = DEFAULT_SIGMA, amplitude: float = DEFAULT_AM
     return _call(x)
 
 
+# larq's own registration, as for its "ste_sign": the alias resolves the string, the class name
+# serves legacy (.h5) loading, which looks nested quantizers up by bare class name.
+@lq.utils.register_alias("gaussian_sign")
+@lq.utils.register_keras_custom_object
 @tf.keras.utils.register_keras_serializable(package="cbcn_tf")
 class GaussianSign(lq.quantizers.Quantizer):
     """Serialisable binary quantizer with the Gaussian sign gradient (alias ``"gaussian_sign"``).
@@ -66,12 +70,26 @@ class GaussianSign(lq.quantizers.Quantizer):
         return {**super().get_config(), "sigma": self.sigma, "amplitude": self.amplitude}
 
 
-# larq resolves quantizer strings through Keras' custom objects, as it does for "ste_sign";
-# legacy (.h5) loading looks nested quantizers up by bare class name, so register that too.
-tf.keras.utils.get_custom_objects().update(gaussian_sign=GaussianSign, GaussianSign=GaussianSign)
+# CBConv2D's defaults (weights, inputs): listed first in messages, as the usual choices.
+DEFAULT_QUANTIZERS = ("gaussian_sign", "approx_sign")
 
-KNOWN_QUANTIZERS = ("gaussian_sign", "approx_sign", "ste_sign", "swish_sign",
-                    "magnitude_aware_sign", "ste_heaviside", "ste_tern", "dorefa_quantizer")
+
+def known_quantizers() -> list[str]:
+    """The quantizer names larq resolves: every lowercase alias of a larq ``Quantizer`` class.
+
+    Derived from Keras' custom objects, where ``larq.utils.register_alias`` puts larq's own
+    ("ste_sign", ...) and ``"gaussian_sign"``, so a newly registered quantizer is listed as is.
+    ``DEFAULT_QUANTIZERS`` come first, the others in alphabetical order.
+
+    Example:
+        >>> known_quantizers()[:3]
+        ['gaussian_sign', 'approx_sign', 'dorefa_quantizer']
+    """
+    names = [name for name, obj in tf.keras.utils.get_custom_objects().items()
+             if name.islower() and isinstance(obj, type)
+             and issubclass(obj, lq.quantizers.Quantizer)]
+    rank = {name: i for i, name in enumerate(DEFAULT_QUANTIZERS)}
+    return sorted(names, key=lambda name: (rank.get(name, len(rank)), name))
 
 
 def get(identifier):
@@ -80,6 +98,6 @@ def get(identifier):
         return lq.quantizers.get(identifier)
     except ValueError as exc:
         raise ValueError(
-            f"Unknown quantizer {identifier!r}. Use one of {', '.join(KNOWN_QUANTIZERS)}, "
+            f"Unknown quantizer {identifier!r}. Use one of {', '.join(known_quantizers())}, "
             "a larq quantizer object, or a callable."
         ) from exc

@@ -1,7 +1,8 @@
 """Cost summary of CBCN models: what ``larq.models.summary`` cannot see.
 
 Larq counts the stored (learned) 1-bit weights of a CBConv2D, but the deployed layer convolves
-with the expanded kernel E, K times larger (SPEC 1). This module reports per layer:
+with the expanded kernel E, K times larger (docs/METHOD.md §2.3 and §6.7). This module reports
+per layer:
 
 - ``learned_binary_weights``: entries of W (what is trained and what Larq counts);
 - ``deployed_binary_weights``: entries of sign(E) (what the exported model holds);

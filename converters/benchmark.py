@@ -29,6 +29,7 @@ import numpy as np
 from cbcn_tf import files
 from cbcn_tf.converters.flatbuffer import audit_ops, input_shapes
 from cbcn_tf.converters.parity import random_inputs, tflite_interpreter
+from cbcn_tf.errors import ExportError
 
 KERNELS = ("default", "indirect_bgemm", "reference")
 X86_CAVEAT = (
@@ -102,8 +103,40 @@ def _host() -> dict:
 def _read(model) -> bytes:
     if isinstance(model, (bytes, bytearray)):
         return bytes(model)
-    with open(model, "rb") as handle:
-        return handle.read()
+    return read_tflite(model)
+
+
+def read_tflite(path) -> bytes:
+    """The bytes of the .tflite file at ``path``, checked with TFLite's flatbuffer verifier.
+
+    A missing, truncated, damaged or non-TFLite file raises a `cbcn_tf.errors.CbcnError`
+    naming it (never a parser error deep inside the benchmark).
+    """
+    import warnings
+
+    import tensorflow as tf
+
+    from cbcn_tf.errors import MissingFileError
+
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise MissingFileError(f"No .tflite file at {path}; write one with `cbcn convert`.")
+    with open(path, "rb") as handle:
+        data = handle.read()
+    problem = None
+    if data[4:8] != b"TFL3":
+        problem = "it is not a TFLite flatbuffer (no TFL3 identifier)"
+    else:
+        try:  # builds the model with verification; LCE's custom ops are not needed for that
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                tf.lite.Interpreter(model_content=data)
+        except ValueError as exc:
+            problem = f"it is truncated or damaged ({' '.join(str(exc).split())})"
+    if problem:
+        raise ExportError(f"Cannot benchmark {path}: {problem}. Export it again with "
+                          "`cbcn convert RUN FILE.tflite`.")
+    return data
 
 
 def _lce_runner(flatbuffer: bytes, kernel: str, threads: int, inputs: list):
@@ -153,9 +186,9 @@ def benchmark_tflite(model, *, runs: int = 50, warmup: int = 5, threads=(1, 2),
     """
     unknown = set(kernels) - set(KERNELS)
     if unknown:
-        raise ValueError(f"Unknown kernels {sorted(unknown)}; use a subset of {KERNELS}.")
+        raise ExportError(f"Unknown kernels {sorted(unknown)}; use a subset of {KERNELS}.")
     if runs < 1 or warmup < 0:
-        raise ValueError(f"Need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}.")
+        raise ExportError(f"Need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}.")
     configs = _configurations(name, _read(model), threads, kernels, seed)
     if baseline is not None:
         configs += _configurations(baseline_name, _read(baseline), threads, kernels, seed)

@@ -38,6 +38,7 @@ from cbcn_tf import summary as cbcn_summary
 from cbcn_tf.converters.flatbuffer import OpAudit, audit_ops
 from cbcn_tf.converters.materialize import BINARY_SUFFIX, is_binary_conv2d, materialize_cbconv
 from cbcn_tf.converters.parity import Parity, ParityWarning, check_parity
+from cbcn_tf.errors import ExportError
 from cbcn_tf.layers import CBConv2D
 from cbcn_tf.summary import is_binary_layer, iter_layers
 
@@ -83,19 +84,19 @@ def check_exportable(model) -> None:
              if not isinstance(layer, tf.keras.layers.InputLayer)
              and (layer.compute_dtype != "float32" or layer.variable_dtype != "float32")]
     if mixed:
-        raise ValueError(
+        raise ExportError(
             f"Layers {mixed} do not compute in float32 (mixed precision); LCE and TFLite need a "
             "float32 model. Clone it: tf.keras.mixed_precision.set_global_policy('float32'), "
             "rebuild the same architecture, then new_model.set_weights(model.get_weights())."
         )
     if not model.inputs:
-        raise ValueError(
+        raise ExportError(
             f"{model.name} has no defined inputs; export needs a functional or Sequential "
             "model with tf.keras.Input(shape) (or a subclassed model called on tf.keras.Input)."
         )
     for tensor in model.inputs:
         if None in tensor.shape[1:]:
-            raise ValueError(
+            raise ExportError(
                 f"Input {tensor.name!r} has shape {tensor.shape}; export needs a fixed size "
                 "except for the batch, e.g. create_model(..., input_shape=(32, 32, 3))."
             )
@@ -124,7 +125,7 @@ def _check_audit(model, audit: OpAudit, strict: bool) -> tuple:
     if audit.unsupported_ops:
         found = ", ".join(f"{name} (tensor {tensors[-1]!r})" if tensors else name
                           for name, tensors in audit.unsupported_ops)
-        raise ValueError(
+        raise ExportError(
             f"{model.name} converts to ops that neither TFLite nor LCE can run: {found}. "
             "Replace the layers producing them with TFLite builtin ops."
         )
@@ -137,7 +138,7 @@ def _check_audit(model, audit: OpAudit, strict: bool) -> tuple:
             "TF-SAME or VALID padding; binary Dense / depthwise layers are never accelerated."
         )
         if strict:
-            raise ValueError(message + " Pass strict=False to export anyway.")
+            raise ExportError(message + " Pass strict=False to export anyway.")
         warnings.warn(message, FloatFallbackWarning, stacklevel=3)
     return float_layers
 
@@ -145,7 +146,7 @@ def _check_audit(model, audit: OpAudit, strict: bool) -> tuple:
 def _check_parity(model, flatbuffer, lce_runtime, **kwargs) -> Parity:
     parity = check_parity(model, flatbuffer, lce_runtime=lce_runtime, **kwargs)
     if not parity.ok:
-        raise ValueError(
+        raise ExportError(
             f"{model.name}: the converted model differs from Keras: only {parity}. A conversion "
             "error shows on most inputs. If the model is deep and untrained, float rounding "
             "can flip signs near zero on many inputs: check with trained weights."
@@ -181,7 +182,7 @@ def _convert(model: tf.keras.Model, convert, converter_name: str) -> bytes:
             _saved_model(model, directory)
             return convert(directory)
     except Exception as exc:
-        raise ValueError(f"{converter_name} could not convert {model.name}: {exc}") from exc
+        raise ExportError(f"{converter_name} could not convert {model.name}: {exc}") from exc
 
 
 def lce_flatbuffer(model: tf.keras.Model, *, target: str = "arm") -> bytes:
@@ -253,7 +254,7 @@ def export_tflite(model: tf.keras.Model, path, *, verify: bool = True, samples: 
     flatbuffer = tflite_flatbuffer(model)
     audit = audit_ops(flatbuffer)
     if audit.unsupported_ops:
-        raise ValueError(f"{model.name}: ops TFLite cannot run: {audit.unsupported_ops}")
+        raise ExportError(f"{model.name}: ops TFLite cannot run: {audit.unsupported_ops}")
     parity = _check_parity(model, flatbuffer, False, samples=samples, seed=seed, rtol=rtol,
                            atol=atol, num_threads=num_threads) if verify else None
     files.write_bytes(path, flatbuffer)

@@ -9,6 +9,7 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
+from cbcn_tf.errors import ExportError
 from cbcn_tf.layers import CBConv2D
 from cbcn_tf.summary import is_binary_layer, iter_layers
 
@@ -64,7 +65,7 @@ def _binary_kernel_and_scale(layer: CBConv2D):
     quantized = layer.expanded_kernel(quantized=True).numpy()
     magnitude = np.abs(quantized).max(axis=(0, 1, 2))
     if not np.allclose(np.abs(quantized), magnitude, rtol=1e-6, atol=0.0):
-        raise ValueError(
+        raise ExportError(
             f"{layer.name}: kernel quantizer {layer.kernel_quantizer!r} does not give +-m per "
             "output channel, so it has no 1-bit deployment; use a sign-type kernel quantizer."
         )
@@ -152,7 +153,7 @@ def materialize_cbconv(model: tf.keras.Model) -> tf.keras.Model:
     graph_models = [model] + [m for m in model.submodules if isinstance(m, tf.keras.Model)]
     if not all(isinstance(m, tf.keras.Sequential) or getattr(m, "_is_graph_network", False)
                for m in graph_models):
-        raise ValueError(
+        raise ExportError(
             f"{model.name} is a subclassed Keras model; exporting CBConv2D layers rewrites the "
             "model's config, which needs the functional or Sequential API. Rebuild it with "
             "tf.keras.Model(inputs, outputs) and copy the weights."

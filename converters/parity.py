@@ -8,6 +8,7 @@ import larq_compute_engine as lce
 import numpy as np
 import tensorflow as tf
 
+from cbcn_tf.errors import ExportError
 from cbcn_tf.converters.flatbuffer import input_shapes
 
 
@@ -106,8 +107,8 @@ def check_parity(model, flatbuffer: bytes, *, lce_runtime: bool = True, samples:
     expected = model(inputs if len(inputs) > 1 else inputs[0], training=False)
     expected = [np.asarray(t) for t in tf.nest.flatten(expected)]
     if [e.shape for e in expected] != [c.shape for c in converted]:
-        raise ValueError(f"Keras outputs {[e.shape for e in expected]} and converted outputs "
-                         f"{[c.shape for c in converted]} do not line up.")
+        raise ExportError(f"Keras outputs {[e.shape for e in expected]} and converted outputs "
+                          f"{[c.shape for c in converted]} do not line up.")
     scale = max(float(np.max(np.abs(e))) for e in expected)
     diffs = np.max([np.abs(e - c).reshape(samples, -1).max(axis=1)
                     for e, c in zip(expected, converted)], axis=0)

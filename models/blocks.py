@@ -1,4 +1,4 @@
-"""Building blocks shared by every model of the zoo (SPEC 4).
+"""Building blocks shared by every model of the zoo (docs/METHOD.md §6).
 
 Every model is assembled from these functions, so a CBCN model, its XNOR baseline and its
 full-precision twin differ only in the ``BinaryConv`` they are given:
@@ -50,7 +50,7 @@ class BinaryConv:
     Kinds:
         "cbcn": ``CBConv2D`` learning ``width / orientations`` maps (output ``width``).
         "xnor": ``larq.layers.QuantConv2D``; the default "magnitude_aware_sign" kernel
-            quantizer keeps XNOR-Net's per-output-channel mean|W| scale (SPEC 4).
+            quantizer keeps XNOR-Net's per-output-channel mean|W| scale (METHOD §6.6).
         "float": plain ``Conv2D`` of the same width (the full-precision twin); the quantizers
             are ignored.
     Binary convs pad with +1 after the input sign (``pad_values=1.0``), which LCE runs fastest.
@@ -146,7 +146,7 @@ def conv_bn(x, conv_layer, bn: str = "before", name: str = "unit"):
 
 
 def shortcut(x, width: int, strides: int = 1, name: str = "shortcut"):
-    """Identity, or conv1x1 (full precision) -> BN -> AvgPool2D(strides) (SPEC 4 order).
+    """Identity, or conv1x1 (full precision) -> BN -> AvgPool2D(strides) (METHOD §6.1).
 
     'same' pooling so odd feature sizes keep their last row/column, as a stride-2 conv does.
     """
@@ -165,7 +165,7 @@ def residual_block(x, width: int, strides: int = 1, *, conv: BinaryConv, convs: 
                    bn: str = "before", name: str = "block"):
     """``PReLU(body(x) + shortcut(x))`` with ``convs`` binary convs in the body.
 
-    ``convs=1`` is the CBCN / Bi-Real block with "doubled shortcuts" (SPEC 4):
+    ``convs=1`` is the CBCN / Bi-Real block with "doubled shortcuts" (METHOD §6.1):
     ``PReLU(conv(BN(x)) + shortcut(x))`` (``bn="before"``) or ``PReLU(BN(conv(x)) + ...)``
     (``bn="after"``). ``convs=2`` is the normal basic block, a PReLU between its two convs.
     The first conv and the shortcut carry the stride.

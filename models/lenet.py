@@ -1,4 +1,4 @@
-"""CBCN LeNet for MNIST (SPEC 4): four 3x3 convs with ReLU and max-pool, dropout, dense."""
+"""CBCN LeNet for MNIST (docs/METHOD.md §6.4): four 3x3 convs, ReLU, max-pool, dropout, dense."""
 from __future__ import annotations
 
 import tensorflow as tf
@@ -9,7 +9,7 @@ from cbcn_tf.models.registry import load_weights, register_model
 MNIST_INPUT_SHAPE = (28, 28, 1)
 
 
-@register_model
+@register_model(min_input_size=8)  # three 2x2 max-pools
 def cbcn_lenet(*, input_shape=None, num_classes=10, orientations=4, binary=True, weights=None,
                kernel_stage=(5, 10, 20, 40), input_quantizer="approx_sign",
                kernel_quantizer="gaussian_sign", dropout=0.5) -> tf.keras.Model:
@@ -29,8 +29,8 @@ def cbcn_lenet(*, input_shape=None, num_classes=10, orientations=4, binary=True,
     Args: as ``cbcn_tf.models.resnet.cbcn_resnet18``; input_shape defaults to (28, 28, 1);
         ``dropout`` is the rate before the classifier.
 
-    Published (MNIST error, LeNet 5-10-20-40, SPEC 6): CBCN 1.91, XNOR 3.76, full precision
-    0.91; MNIST-rot: 5.76, 17.26, 2.77.
+    Published (MNIST error, LeNet 5-10-20-40, METHOD §10): CBCN 1.91, XNOR 3.76, full
+    precision 0.91; MNIST-rot: 5.76, 17.26, 2.77.
     Cost at the defaults (28x28x1 input, cbcn_tf.summary): 40,230 parameters,
     4,665,600 BOPs (binary MACs), 142,720 FLOPs (float MACs); the binary=False
     twin: 153,630 parameters, 4,808,320 FLOPs.

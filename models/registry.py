@@ -1,4 +1,5 @@
-"""One registry of model functions: ``register_model``, ``create_model``, ``list_models``.
+"""One registry of model functions and their metadata: ``register_model``, ``create_model``,
+``list_models``, ``model_min_input_size``.
 
 Example:
     >>> from cbcn_tf.models import create_model, list_models
@@ -9,19 +10,42 @@ Example:
 """
 from __future__ import annotations
 
+import dataclasses
+import functools
 import os
 from typing import Callable
 
 import tensorflow as tf
 
-_MODELS: dict[str, Callable[..., tf.keras.Model]] = {}
+
+@dataclasses.dataclass(frozen=True)
+class ModelEntry:
+    """A registered model: its keyword-only function and its metadata (as timm's default_cfgs).
+
+    ``min_input_size``: smallest input height / width, the product of the model's strides, so
+    every stride-2 conv / pool still halves a map of at least 2x2 (smaller inputs build, since
+    all padding is "same", but the last stages then run on 1x1 maps padded with constants).
+    """
+
+    fn: Callable[..., tf.keras.Model]
+    min_input_size: int | None = None
 
 
-def register_model(fn: Callable[..., tf.keras.Model]) -> Callable[..., tf.keras.Model]:
-    """Decorator: make a keyword-only model function available under its own name."""
+_MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(fn: Callable[..., tf.keras.Model] | None = None, *,
+                   min_input_size: int | None = None):
+    """Decorator: make a keyword-only model function available under its own name.
+
+    Use it bare (``@register_model``) or with metadata
+    (``@register_model(min_input_size=8)``); either way it returns the function unchanged.
+    """
+    if fn is None:
+        return functools.partial(register_model, min_input_size=min_input_size)
     if fn.__name__ in _MODELS:
         raise ValueError(f"A model named {fn.__name__!r} is already registered.")
-    _MODELS[fn.__name__] = fn
+    _MODELS[fn.__name__] = ModelEntry(fn, min_input_size)
     return fn
 
 
@@ -30,11 +54,25 @@ def list_models() -> list[str]:
     return sorted(_MODELS)
 
 
-def create_model(name: str, **kwargs) -> tf.keras.Model:
-    """Build the registered model ``name``; ``kwargs`` go to its model function."""
+def _entry(name: str) -> ModelEntry:
     if name not in _MODELS:
         raise ValueError(f"Unknown model {name!r}. Valid names: {', '.join(list_models())}.")
-    return _MODELS[name](**kwargs)
+    return _MODELS[name]
+
+
+def create_model(name: str, **kwargs) -> tf.keras.Model:
+    """Build the registered model ``name``; ``kwargs`` go to its model function."""
+    return _entry(name).fn(**kwargs)
+
+
+def model_min_input_size(name: str) -> int | None:
+    """Smallest input height / width of the registered model ``name`` (None: not recorded).
+
+    Example:
+        >>> model_min_input_size("cbcn_resnet18_imagenet")
+        32
+    """
+    return _entry(name).min_input_size
 
 
 def load_weights(model: tf.keras.Model, path: str | os.PathLike | None) -> tf.keras.Model:

@@ -1,10 +1,14 @@
-"""ResNet18: CBCN (CIFAR and ImageNet), its XNOR baselines and their full-precision twins.
+"""ResNets: CBCN ResNet18 (CIFAR and ImageNet), its XNOR baselines, WRNs and float twins.
 
 All of them come from one ``resnet`` builder, parameterised by the binary conv kind, the block
-(convs per shortcut, BN before/after the conv), the stem and the feature widths (SPEC 4).
+(convs per shortcut, BN before/after the conv), the stem and the feature widths
+(docs/METHOD.md §6). Each registered model is one row of a table (a ``ResNetVariant``) turned
+into a keyword-only model function by ``resnet_variant``; ``cbcn_tf.models.wrn`` adds its rows.
 """
 from __future__ import annotations
 
+import dataclasses
+import math
 from typing import Sequence
 
 import tensorflow as tf
@@ -40,22 +44,106 @@ def resnet(*, name: str, input_shape, num_classes: int, conv: blocks.BinaryConv,
     return tf.keras.Model(inputs, blocks.head(x, num_classes), name=name)
 
 
-def _cifar_resnet18(name, *, conv, input_shape, num_classes, orientations, binary, weights,
-                    kernel_stage, blocks_per_stage, convs_per_block):
-    widths = blocks.feature_widths(kernel_stage, orientations, 4)
-    model = resnet(name=name if binary else f"{name}_float",
-                   input_shape=input_shape or CIFAR_INPUT_SHAPE, num_classes=num_classes,
-                   conv=conv, stem="cifar", stem_width=widths[0], stage_widths=widths,
-                   strides=(1, 2, 2, 2), blocks_per_stage=blocks_per_stage,
-                   convs_per_block=convs_per_block)
-    return load_weights(model, weights)
+@dataclasses.dataclass(frozen=True)
+class Cost:
+    """A model's cost at its defaults (``cbcn_tf.summary``), as its docstring states it.
+
+    The tests check every docstring against ``cbcn_tf.summary``, so these stay true.
+    """
+
+    params: int
+    bops: int
+    flops: int
+    twin_params: int
+    twin_flops: int
 
 
-@register_model
-def cbcn_resnet18(*, input_shape=None, num_classes=10, orientations=4, binary=True,
-                  weights=None, kernel_stage=(16, 16, 32, 64), input_quantizer="approx_sign",
-                  kernel_quantizer="gaussian_sign") -> tf.keras.Model:
-    """CBCN ResNet18 for CIFAR (SPEC 4): 16 blocks ``PReLU(CBConv(BN(x)) + shortcut(x))``.
+_COST_AND_EXAMPLE = """
+    Cost at the defaults ({shape} input, cbcn_tf.summary): {params:,} parameters,
+    {bops:,} BOPs (binary MACs), {flops:,} FLOPs (float MACs); the binary=False
+    twin: {twin_params:,} parameters, {twin_flops:,} FLOPs.
+
+    Example:
+        >>> {name}({example}).output_shape
+        (None, 10)
+    """
+
+
+@dataclasses.dataclass(frozen=True)
+class ResNetVariant:
+    """One row of the ResNet table: architecture, defaults of the model function, docstring.
+
+    ``conv`` is "cbcn" (CBConv2D with K = ``orientations``) or "xnor" (K = 1 ``QuantConv2D`` at
+    the same feature widths ``kernel_stage * orientations``). ``kernel_stage`` has four
+    entries: the stem's width, then one per stage (the last ``len(strides)`` entries).
+    ``doc`` describes the model; the cost paragraph and the example are appended from
+    ``cost`` and ``example`` (keyword arguments that build a small 10-class version).
+    """
+
+    name: str
+    doc: str
+    cost: Cost
+    example: str = "orientations=2, kernel_stage=(8, 8, 16, 32)"
+    conv: str = "cbcn"
+    stem: str = "cifar"
+    strides: tuple = (1, 2, 2, 2)
+    blocks_per_stage: int = 4
+    convs_per_block: int = 1
+    bn: str = "before"
+    input_shape: tuple = CIFAR_INPUT_SHAPE
+    num_classes: int = 10
+    kernel_stage: tuple = (16, 16, 32, 64)
+    input_quantizer: str = "approx_sign"
+    kernel_quantizer: str = "gaussian_sign"
+
+    @property
+    def docstring(self) -> str:
+        shape = "x".join(map(str, self.input_shape))
+        return self.doc.rstrip() + "\n" + _COST_AND_EXAMPLE.format(
+            shape=shape, name=self.name, example=self.example, **dataclasses.asdict(self.cost))
+
+    @property
+    def min_input_size(self) -> int:
+        """Product of the stem's and the stages' strides (see ``register_model``)."""
+        stem = blocks.STEMS[self.stem]
+        return stem["strides"] * (stem["pool"] or (1, 1))[1] * math.prod(self.strides)
+
+    def build(self, *, input_shape, num_classes, orientations, binary, kernel_stage,
+              input_quantizer, kernel_quantizer) -> tf.keras.Model:
+        widths = blocks.feature_widths(kernel_stage, orientations, 4)
+        conv = blocks.BinaryConv(self.conv if binary else "float",
+                                 orientations if self.conv == "cbcn" else 1,
+                                 input_quantizer, kernel_quantizer)
+        return resnet(name=self.name if binary else f"{self.name}_float",
+                      input_shape=input_shape or self.input_shape, num_classes=num_classes,
+                      conv=conv, stem=self.stem, stem_width=widths[0],
+                      stage_widths=widths[-len(self.strides):], strides=self.strides,
+                      blocks_per_stage=self.blocks_per_stage,
+                      convs_per_block=self.convs_per_block, bn=self.bn)
+
+
+def resnet_variant(variant: ResNetVariant):
+    """The registered keyword-only model function of a table row, named and documented by it."""
+
+    def model_fn(*, input_shape=None, num_classes=variant.num_classes, orientations=4,
+                 binary=True, weights=None, kernel_stage=variant.kernel_stage,
+                 input_quantizer=variant.input_quantizer,
+                 kernel_quantizer=variant.kernel_quantizer) -> tf.keras.Model:
+        model = variant.build(input_shape=input_shape, num_classes=num_classes,
+                              orientations=orientations, binary=binary,
+                              kernel_stage=kernel_stage, input_quantizer=input_quantizer,
+                              kernel_quantizer=kernel_quantizer)
+        return load_weights(model, weights)
+
+    model_fn.__name__ = model_fn.__qualname__ = variant.name
+    model_fn.__doc__ = variant.docstring
+    return register_model(model_fn, min_input_size=variant.min_input_size)
+
+
+XNOR = dict(conv="xnor", input_quantizer="ste_sign", kernel_quantizer="magnitude_aware_sign")
+
+cbcn_resnet18 = resnet_variant(ResNetVariant("cbcn_resnet18", """\
+CBCN ResNet18 for CIFAR (METHOD §6.2): 16 blocks ``PReLU(CBConv(BN(x)) + shortcut(x))``.
 
     Stem conv3x3 -> ``kernel_stage[0] * K`` (full precision), BN, PReLU; four stages of four
     one-conv blocks ("doubled shortcuts") with ``kernel_stage`` learned maps (x K feature
@@ -71,31 +159,13 @@ def cbcn_resnet18(*, input_shape=None, num_classes=10, orientations=4, binary=Tr
         kernel_stage: learned maps per stage (the stem uses the first).
         input_quantizer / kernel_quantizer: sign gradients of the CBConv2D layers.
 
-    Published (CIFAR-10 accuracy, 16-16-32-64, K = 4, SPEC 6): 89.10 with ApproxSign weights,
-    90.22 with the Gaussian (this default), 90.83 with center loss fine-tuning; K = 2: 85.79,
-    K = 8: 90.80; full precision 94.84. Rotated test set error: 19.68 (FP 19.07).
-    Cost at the defaults (32x32x3 input, cbcn_tf.summary): 779,786 parameters,
-    254,803,968 BOPs (binary MACs), 10,160,640 FLOPs (float MACs); the binary=False
-    twin: 2,936,330 parameters, 264,964,608 FLOPs.
+    Published (CIFAR-10 accuracy, 16-16-32-64, K = 4, METHOD §10): 89.10 with ApproxSign
+    weights, 90.22 with the Gaussian (this default), 90.83 with center loss fine-tuning; K = 2:
+    85.79, K = 8: 90.80; full precision 94.84. Rotated test set error: 19.68 (FP 19.07).
+    """, cost=Cost(779_786, 254_803_968, 10_160_640, 2_936_330, 264_964_608)))
 
-    Example:
-        >>> model = cbcn_resnet18(orientations=2, kernel_stage=(8, 8, 16, 32))
-        >>> model.output_shape
-        (None, 10)
-    """
-    conv = blocks.BinaryConv("cbcn" if binary else "float", orientations, input_quantizer,
-                             kernel_quantizer)
-    return _cifar_resnet18("cbcn_resnet18", conv=conv, input_shape=input_shape,
-                           num_classes=num_classes, orientations=orientations, binary=binary,
-                           weights=weights, kernel_stage=kernel_stage, blocks_per_stage=4,
-                           convs_per_block=1)
-
-
-@register_model
-def xnor_resnet18(*, input_shape=None, num_classes=10, orientations=4, binary=True,
-                  weights=None, kernel_stage=(16, 16, 32, 64), input_quantizer="ste_sign",
-                  kernel_quantizer="magnitude_aware_sign") -> tf.keras.Model:
-    """XNOR-style binary CIFAR ResNet18 baseline: K = 1, normal two-conv basic blocks.
+xnor_resnet18 = resnet_variant(ResNetVariant("xnor_resnet18", """\
+XNOR-style binary CIFAR ResNet18 baseline: K = 1, normal two-conv basic blocks.
 
     Same stem, widths, strides and head as ``cbcn_resnet18``, but plain binary
     ``QuantConv2D`` layers and four stages of two blocks
@@ -104,31 +174,16 @@ def xnor_resnet18(*, input_shape=None, num_classes=10, orientations=4, binary=Tr
     those of the CBCN with K = ``orientations`` (default 64-64-128-256), so
     ``cbcnify(xnor_resnet18(), 4)`` has the same binary MACs.
     The "magnitude_aware_sign" kernel quantizer keeps XNOR-Net's mean|W| per output channel;
-    unscaled binary convs diverged in this block (SPEC 4).
+    unscaled binary convs diverged in this block (METHOD §6.6).
 
     Args: as ``cbcn_resnet18``.
 
-    Published (CIFAR-10 accuracy, SPEC 6): XNOR 76.3; rotated test set error 40.75.
-    Cost at the defaults (32x32x3 input, cbcn_tf.summary): 2,936,330 parameters,
-    254,803,968 BOPs (binary MACs), 10,160,640 FLOPs (float MACs); the binary=False
-    twin: 2,936,330 parameters, 264,964,608 FLOPs.
+    Published (CIFAR-10 accuracy, METHOD §10): XNOR 76.3; rotated test set error 40.75.
+    """, cost=Cost(2_936_330, 254_803_968, 10_160_640, 2_936_330, 264_964_608),
+    blocks_per_stage=2, convs_per_block=2, **XNOR))
 
-    Example:
-        >>> xnor_resnet18(kernel_stage=(8, 8, 16, 32)).output_shape
-        (None, 10)
-    """
-    conv = blocks.BinaryConv("xnor" if binary else "float", 1, input_quantizer, kernel_quantizer)
-    return _cifar_resnet18("xnor_resnet18", conv=conv, input_shape=input_shape,
-                           num_classes=num_classes, orientations=orientations, binary=binary,
-                           weights=weights, kernel_stage=kernel_stage, blocks_per_stage=2,
-                           convs_per_block=2)
-
-
-@register_model
-def xnor_resnet18_doubled(*, input_shape=None, num_classes=10, orientations=4, binary=True,
-                          weights=None, kernel_stage=(16, 16, 32, 64), input_quantizer="ste_sign",
-                          kernel_quantizer="magnitude_aware_sign") -> tf.keras.Model:
-    """XNOR-style binary CIFAR ResNet18 with doubled shortcuts (Bi-Real style), K = 1.
+xnor_resnet18_doubled = resnet_variant(ResNetVariant("xnor_resnet18_doubled", """\
+XNOR-style binary CIFAR ResNet18 with doubled shortcuts (Bi-Real style), K = 1.
 
     Exactly the topology of ``cbcn_resnet18`` (16 one-conv blocks) with XNOR ``QuantConv2D``
     layers at the CBCN's feature widths ``kernel_stage * orientations`` (default
@@ -136,28 +191,11 @@ def xnor_resnet18_doubled(*, input_shape=None, num_classes=10, orientations=4, b
 
     Args: as ``cbcn_resnet18``.
 
-    Published (CIFAR-10 accuracy, SPEC 6): 80.53.
-    Cost at the defaults (32x32x3 input, cbcn_tf.summary): 2,936,330 parameters,
-    254,803,968 BOPs (binary MACs), 10,160,640 FLOPs (float MACs); the binary=False
-    twin: 2,936,330 parameters, 264,964,608 FLOPs.
+    Published (CIFAR-10 accuracy, METHOD §10): 80.53.
+    """, cost=Cost(2_936_330, 254_803_968, 10_160_640, 2_936_330, 264_964_608), **XNOR))
 
-    Example:
-        >>> xnor_resnet18_doubled(kernel_stage=(8, 8, 16, 32)).output_shape
-        (None, 10)
-    """
-    conv = blocks.BinaryConv("xnor" if binary else "float", 1, input_quantizer, kernel_quantizer)
-    return _cifar_resnet18("xnor_resnet18_doubled", conv=conv, input_shape=input_shape,
-                           num_classes=num_classes, orientations=orientations, binary=binary,
-                           weights=weights, kernel_stage=kernel_stage, blocks_per_stage=4,
-                           convs_per_block=1)
-
-
-@register_model
-def cbcn_resnet18_imagenet(*, input_shape=None, num_classes=1000, orientations=4, binary=True,
-                           weights=None, kernel_stage=(64, 128, 256, 512),
-                           input_quantizer="approx_sign",
-                           kernel_quantizer="gaussian_sign") -> tf.keras.Model:
-    """CBCN ResNet18 for ImageNet (SPEC 4): 16 blocks ``PReLU(BN(CBConv(x)) + shortcut(x))``.
+cbcn_resnet18_imagenet = resnet_variant(ResNetVariant("cbcn_resnet18_imagenet", """\
+CBCN ResNet18 for ImageNet (METHOD §6.3): 16 blocks ``PReLU(BN(CBConv(x)) + shortcut(x))``.
 
     Stem conv7x7/2 -> ``kernel_stage[0] * K`` (full precision), BN, PReLU, maxpool3x3/2; four
     stages of four one-conv blocks, strides (1, 2, 2, 2); global average pool; dense
@@ -165,23 +203,9 @@ def cbcn_resnet18_imagenet(*, input_shape=None, num_classes=1000, orientations=4
 
     Args: as ``cbcn_resnet18``; input_shape defaults to (224, 224, 3).
 
-    Published (ImageNet top-1 / top-5, SPEC 6): 61.4 / 82.8 (61.0 top-1 without center loss);
-    Bi-Real 56.4, XNOR 51.2, full precision 69.3 top-1.
-    Cost at the defaults (224x224x3 input, cbcn_tf.summary): 48,873,448 parameters,
-    26,820,476,928 BOPs (binary MACs), 1,707,229,184 FLOPs (float MACs); the binary=False
-    twin: 180,699,112 parameters, 28,527,706,112 FLOPs.
-
-    Example:
-        >>> model = cbcn_resnet18_imagenet(input_shape=(64, 64, 3), num_classes=10,
-        ...                                orientations=2, kernel_stage=(8, 8, 16, 16))
-        >>> model.output_shape
-        (None, 10)
-    """
-    widths = blocks.feature_widths(kernel_stage, orientations, 4)
-    conv = blocks.BinaryConv("cbcn" if binary else "float", orientations, input_quantizer,
-                             kernel_quantizer)
-    name = "cbcn_resnet18_imagenet" if binary else "cbcn_resnet18_imagenet_float"
-    model = resnet(name=name, input_shape=input_shape or IMAGENET_INPUT_SHAPE,
-                   num_classes=num_classes, conv=conv, stem="imagenet", stem_width=widths[0],
-                   stage_widths=widths, strides=(1, 2, 2, 2), blocks_per_stage=4, bn="after")
-    return load_weights(model, weights)
+    Published (ImageNet top-1 / top-5, METHOD §10): 61.4 / 82.8 (61.0 top-1 without center
+    loss); Bi-Real 56.4, XNOR 51.2, full precision 69.3 top-1.
+    """, cost=Cost(48_873_448, 26_820_476_928, 1_707_229_184, 180_699_112, 28_527_706_112),
+    example="input_shape=(64, 64, 3), num_classes=10, orientations=2, kernel_stage=(8, 8, 16, 16)",
+    stem="imagenet", bn="after", input_shape=IMAGENET_INPUT_SHAPE, num_classes=1000,
+    kernel_stage=(64, 128, 256, 512)))

@@ -1,4 +1,4 @@
-"""Plain-loop NumPy references written from SPEC sections 1-3 (independent of cbcn_tf.cif)."""
+"""Plain-loop NumPy references written from docs/METHOD.md §2-§5, independent of cbcn_tf.cif."""
 import math
 
 import numpy as np

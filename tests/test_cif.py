@@ -1,4 +1,4 @@
-"""CiF expansion and CBP against the NumPy references of SPEC sections 1 and 3."""
+"""CiF expansion and CBP against the NumPy references of docs/METHOD.md §2 and §4."""
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -20,7 +20,7 @@ def test_expansion_matches_plain_loop_reference(k, size, tied):
 
 
 @pytest.mark.parametrize("k", [1, 2, 4, 8])
-def test_rotation_steps_are_the_spec_rotations(k):
+def test_rotation_steps_are_the_method_rotations(k):
     grid = np.arange(9.0).reshape(3, 3)
     for r in range(k):
         rotated = cif.rotate_kernel(tf.constant(grid), k, r).numpy()

@@ -146,26 +146,28 @@ def test_evaluate_without_config_needs_dataset(tmp_path, run_cli, error_line):
     assert run_cli("evaluate", tmp_path / "m.h5", "--dataset", "digits", "--no-rotated") == 0
 
 
-def test_demo_runs_end_to_end_with_a_short_budget(tmp_path):
-    """`make demo`'s job with 1 epoch per arm: results, curves and a working LCE export."""
-    import csv
+# The demo (`cbcn demo`, what `make demo` runs) is run as documented, with a short budget, by
+# tests/test_docs_commands.py, which also checks its results, curves, LCE export and that a
+# rerun keeps a user's notes.
 
-    import larq_compute_engine as lce
 
-    from cbcn_tf import demo
-    from cbcn_tf.converters import audit_ops
-
-    out = tmp_path / "demo"
-    lines = []
-    rows = demo.run_demo(str(out), epochs=1, verbose=0, print_fn=lines.append)
-    assert [row["model"] for row in rows] == ["cbcn_resnet18", "xnor_resnet18_doubled",
-                                              "cbcn_resnet18"]
-    with open(out / "results.csv", newline="") as handle:
-        saved = list(csv.DictReader(handle))
-    assert [float(r["top1"]) for r in saved] == pytest.approx([r["top1"] for r in rows])
-    assert (out / "curves.png").stat().st_size > 0
-    flatbuffer = (out / "cbcn.tflite").read_bytes()
-    assert audit_ops(flatbuffer).counts["LceBconv2d"] == 16
-    images, _ = next(iter(load_dataset("digits", "test", batch_size=8)))
-    probs = lce.testing.Interpreter(flatbuffer).predict(images.numpy())
-    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
+def test_tensorboard_logs_are_written_by_default(tmp_path, train_cli):
+    """TensorBoard is on by default (TrainConfig and the paper recipes): the run writes event
+    files TensorBoard reads, with the epoch losses of history.csv."""
+    assert config_lib.TrainConfig().tensorboard
+    assert config_lib.load_config("cifar10_resnet18_k4").tensorboard
+    run = tmp_path / "tb"
+    assert train_cli(run, "tensorboard=true", "epochs=2") == 0
+    events = [os.path.join(d, f) for d, _, names in os.walk(run / "tensorboard" / "train")
+              for f in names if f.startswith("events.out.tfevents")]
+    assert events
+    losses = {}
+    for path in events:
+        for event in tf.compat.v1.train.summary_iterator(path):
+            for value in event.summary.value:
+                if value.tag == "epoch_loss":
+                    losses[event.step] = float(tf.make_ndarray(value.tensor))
+    history = training.read_history(run / "history.csv")
+    assert sorted(losses) == [0, 1]
+    np.testing.assert_allclose([losses[r["epoch"]] for r in history],
+                               [r["loss"] for r in history], rtol=1e-5)

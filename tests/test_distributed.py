@@ -72,13 +72,39 @@ def test_lr_scaling_is_explicit():
     assert schedule(0) == pytest.approx(0.04) and schedule(10) == pytest.approx(0.04 * 0.2)
     # "none" (the default) leaves lr alone whatever the global batch.
     assert training.scaled_lr(config_lib.load_config("digits_demo", ["batch_size=512"])) == 0.005
-    # The CLI flags are the same keys.
+
+
+def test_cli_flags_reach_the_config_and_the_strategy(tmp_path, monkeypatch):
+    """--batch-size / --lr-scaling / --distribute / --seed end up in the run's config.yaml,
+    in the strategy training runs under (two local replicas) and in the learning rate of
+    every epoch."""
     from cbcn_tf import cli
-    parsed = cli._parser().parse_args(["train", "--config", "digits_demo", "--output", "x",
-                                       "--batch-size", "64", "--lr-scaling", "linear",
-                                       "--distribute", "multi_worker"])
-    assert (parsed.batch_size, parsed.lr_scaling, parsed.distribute) == (
-        64, "linear", "multi_worker")
+
+    if len(tf.config.list_logical_devices("CPU")) < 2:
+        pytest.skip("needs two logical CPU devices configured before TF initialised")
+    strategies = []
+    make_strategy = training.make_strategy
+
+    def recording_strategy(name):
+        strategy = make_strategy(name)
+        strategies.append(strategy)
+        return strategy
+
+    monkeypatch.setattr(training.loop, "make_strategy", recording_strategy)
+    run = tmp_path / "run"
+    assert cli.main(["train", "--config", "digits_demo", "--output", str(run), "--verbose", "0",
+                     "--set", "model=cbcn_lenet", "--set", "model_kwargs.kernel_stage=[2,2,2,2]",
+                     "--set", "model_kwargs.orientations=2", "--set", "epochs=2",
+                     "--set", "steps_per_epoch=2", "--set", "base_batch_size=16",
+                     "--batch-size", "64", "--lr-scaling", "linear", "--distribute", "mirrored",
+                     "--seed", "5", "--deterministic"]) == 0
+    saved = config_lib.read_config(run / "config.yaml")
+    assert (saved.batch_size, saved.lr_scaling, saved.distribute, saved.seed,
+            saved.deterministic) == (64, "linear", "mirrored", 5, True)
+    assert len(strategies) == 1 and isinstance(strategies[0], tf.distribute.MirroredStrategy)
+    assert strategies[0].num_replicas_in_sync == 2
+    history = training.read_history(run / "history.csv")
+    np.testing.assert_allclose([row["lr"] for row in history], [0.005 * 64 / 16] * 2)
 
 
 def test_each_input_pipeline_reads_a_disjoint_shard():

@@ -1,4 +1,4 @@
-"""CBConv2D against float references (SPEC section 2), serialisation, training, errors."""
+"""CBConv2D against float references (docs/METHOD.md §3), serialisation, training, errors."""
 import larq as lq
 import numpy as np
 import pytest
@@ -74,7 +74,7 @@ def test_k1_equals_larq_quant_conv2d(quantizers):
 
 
 def test_kernel_gradient_is_cbp_of_the_expanded_gradient():
-    """dL/dW = gaussian'(W) * CBP(dL/d sign(E)) with no scale (SPEC 2-3)."""
+    """dL/dW = gaussian'(W) * CBP(dL/d sign(E)) with no scale (METHOD §3-§4)."""
     rng = np.random.default_rng(2)
     x = rng.normal(size=(1, 6, 6, 8)).astype(np.float32)
     upstream = rng.normal(size=(1, 6, 6, 8)).astype(np.float32)

@@ -9,10 +9,12 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from cbcn_tf.models import cbcnify, create_model, list_models, load_weights, register_model
+from cbcn_tf.models import registry
+from cbcn_tf.models import (cbcnify, create_model, list_models, load_weights,
+                            model_min_input_size, register_model)
 
 MODELS = list_models()
-XNOR_MODELS = ["xnor_resnet18", "xnor_resnet18_doubled"]
+XNOR_MODELS = [name for name in MODELS if name.startswith("xnor_")]
 BINARY = dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign", padding="same")
 
 NUM_CLASSES = 7  # not any model's default, so the tests see that num_classes is honoured
@@ -88,10 +90,27 @@ def test_config_round_trip_gives_identical_outputs(name):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_larq_summary_runs(name):
+def test_larq_summary_counts_the_models_1_bit_and_32_bit_weights(name):
+    """Larq's table totals equal the counts read off the model's own variables: the latent
+    kernels of layers whose kernel quantizer is 1-bit, and every other parameter."""
+    from cbcn_tf.summary import iter_layers
+
+    model = small_model(name)
+    binary = sum(
+        int(np.prod(layer.kernel.shape)) for layer in iter_layers(model)
+        if getattr(getattr(layer, "kernel_quantizer", None), "precision", None) == 1)
+    assert binary > 0
+    # Every other parameter is 32-bit; a BatchNorm deploys as one scale and one offset per
+    # channel, so larq counts gamma / beta together with the moving variance / mean.
+    folded = sum(int(np.prod(w.shape)) for layer in iter_layers(model)
+                 if isinstance(layer, tf.keras.layers.BatchNormalization)
+                 for w in (layer.gamma, layer.beta) if w is not None)
+    floats = model.count_params() - binary - folded
     lines = []
-    lq.models.summary(small_model(name), print_fn=lines.append)
-    assert "Total params" in "\n".join(lines)
+    lq.models.summary(model, print_fn=lines.append)
+    lines = "\n".join(lines).splitlines()
+    total_row = next(line for line in lines if line.startswith("| Total ") and "params" not in line)
+    assert [int(v) for v in total_row.split()[2:4]] == [binary, floats]
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -287,6 +306,35 @@ def test_unknown_model_name_lists_the_valid_ones():
     with pytest.raises(ValueError, match="Unknown model 'resnet9000'") as info:
         create_model("resnet9000")
     assert all(name in str(info.value) for name in MODELS)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_min_input_size_is_the_models_real_downsampling(name):
+    """The recorded minimum is the product of the strides: the last stage runs on a 1x1 map
+    there and on a 2x2 map at twice the size."""
+    size = model_min_input_size(name)
+    assert isinstance(size, int) and size > 1
+    for side, last_map in ((size, (1, 1)), (2 * size, (2, 2))):
+        model = create_model(name, **{**small_kwargs(name), "input_shape": (side, side, 3)})
+        pool = next(layer for layer in model.layers
+                    if isinstance(layer, tf.keras.layers.GlobalAveragePooling2D))
+        assert pool.input_shape[1:3] == last_map, (side, pool.input_shape)
+
+
+def test_min_input_size_of_an_unknown_model_lists_the_valid_ones():
+    with pytest.raises(ValueError, match="Unknown model 'resnet9000'.*cbcn_lenet"):
+        model_min_input_size("resnet9000")
+
+
+def test_register_model_records_metadata_and_returns_the_function():
+    def tiny_test_model(**kwargs):
+        return None
+
+    try:
+        assert register_model(min_input_size=16)(tiny_test_model) is tiny_test_model
+        assert model_min_input_size("tiny_test_model") == 16
+    finally:
+        registry._MODELS.pop("tiny_test_model", None)
 
 
 def test_register_model_refuses_a_second_model_with_the_same_name():

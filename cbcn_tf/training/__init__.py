@@ -38,14 +38,16 @@ Example:
     >>> sorted(training.evaluate(run, "digits", rotate=True))
     ['loss', 'top1', 'top5']
 """
-from cbcn_tf.training.build import (MIN_INPUT_SIZE, build_model, check_model_settings,
-                                    dataset_model_kwargs, model_from_kwargs, resolve_config)
+from cbcn_tf.training.build import (build_model, check_input_shape,
+                                    check_model_settings, dataset_model_kwargs,
+                                    model_from_kwargs, resolve_config)
 from cbcn_tf.training.callbacks import CheckStartEpoch, HistoryLogger, NaNGuard, TrainingDiverged
 from cbcn_tf.training.center_loss import (CenterLossModel, CenterLossStage, center_deltas,
                                           center_loss)
 from cbcn_tf.training.distribute import STRATEGIES, is_chief, make_strategy
-from cbcn_tf.training.evaluation import (EVAL_SEED, evaluate, load_model, run_eval_options,
-                                         save_model, summary_text, write_summary)
+from cbcn_tf.training.evaluation import (EVAL_SEED, check_model_fits_data, evaluate,
+                                         load_model, run_eval_options, save_model,
+                                         summary_text, write_summary)
 from cbcn_tf.training.inputs import make_input_fn
 from cbcn_tf.training.loop import TrainResult, train
 from cbcn_tf.training.optim import (WEIGHT_DECAY_SCOPES, add_weight_decay,
@@ -56,10 +58,11 @@ from cbcn_tf.training.rundir import (BACKUP_DIR, CURVES_FILE, HISTORY_FILE, MODE
 
 __all__ = [
     "BACKUP_DIR", "CURVES_FILE", "CenterLossModel", "CenterLossStage", "CheckStartEpoch",
-    "EVAL_SEED", "HISTORY_FILE", "HistoryLogger", "MIN_INPUT_SIZE", "MODEL_FILE", "NaNGuard",
+    "EVAL_SEED", "HISTORY_FILE", "HistoryLogger", "MODEL_FILE", "NaNGuard",
     "RunDir", "STRATEGIES", "SUMMARY_FILE", "TENSORBOARD_DIR", "TrainResult",
     "TrainingDiverged", "WEIGHT_DECAY_SCOPES", "add_weight_decay", "build_model",
-    "center_deltas", "center_loss", "check_model_settings", "compile_for_classification",
+    "center_deltas", "center_loss", "check_input_shape", "check_model_fits_data",
+    "check_model_settings", "compile_for_classification",
     "dataset_model_kwargs", "evaluate", "is_chief", "load_model", "lr_schedule",
     "make_input_fn", "make_optimizer", "make_strategy", "model_from_kwargs", "read_history",
     "resolve_config", "run_eval_options", "save_model", "scaled_lr", "summary_text", "train",

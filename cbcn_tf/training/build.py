@@ -7,15 +7,7 @@ import tensorflow as tf
 
 from cbcn_tf import config as config_lib
 from cbcn_tf import data as data_lib
-
-# Smallest input height / width of the zoo models: the product of their strides, so every
-# stride-2 conv / pool still halves a map of at least 2x2 (smaller inputs build, since all
-# padding is "same", but the last stages then run on 1x1 maps padded with constants).
-MIN_INPUT_SIZE = {
-    "cbcn_resnet18": 8, "xnor_resnet18": 8, "xnor_resnet18_doubled": 8,
-    "cbcn_resnet18_imagenet": 32, "cbcn_lenet": 8, "cbcn_wrn22": 4, "cbcn_wrn40": 4,
-}
-
+from cbcn_tf.errors import ConfigError
 
 def dataset_model_kwargs(dataset: str, data_dir=None) -> dict:
     """The model keyword arguments a dataset decides: ``input_shape`` and ``num_classes``."""
@@ -27,7 +19,18 @@ def resolve_config(config: config_lib.TrainConfig) -> config_lib.TrainConfig:
     """Fill ``model_kwargs`` input_shape / num_classes from the dataset unless given."""
     kwargs = dataset_model_kwargs(config.dataset, config.data_dir)
     kwargs.update(config.model_kwargs)
-    return dataclasses.replace(config, model_kwargs=kwargs)
+    return config_lib.with_absolute_paths(dataclasses.replace(config, model_kwargs=kwargs))
+
+
+def check_input_shape(config: config_lib.TrainConfig) -> None:
+    """Refuse a ``model_kwargs.input_shape`` that differs from the dataset's images."""
+    info = data_lib.dataset_info(config.dataset, data_dir=config.data_dir)
+    shape = config.model_kwargs.get("input_shape")
+    if shape is not None and tuple(shape) != tuple(info.input_shape):
+        raise ConfigError(
+            f"model_kwargs.input_shape {tuple(shape)} does not match the {config.dataset} "
+            f"images {tuple(info.input_shape)}; drop the override (it defaults to the "
+            "dataset's) or use a dataset of that shape.")
 
 
 def check_model_settings(config: config_lib.TrainConfig) -> None:
@@ -39,21 +42,23 @@ def check_model_settings(config: config_lib.TrainConfig) -> None:
         >>> check_model_settings(cfg)
         Traceback (most recent call last):
         ...
-        ValueError: Input shape (16, 16, 3) is too small for cbcn_resnet18_imagenet: its strides downsample by 32, so it needs at least 32x32 inputs. Use a dataset with larger images or set model_kwargs.input_shape to at least [32, 32, C].
+        cbcn_tf.errors.ConfigError: Input shape (16, 16, 3) is too small for cbcn_resnet18_imagenet: its strides downsample by 32, so it needs at least 32x32 inputs. Use a dataset with larger images or set model_kwargs.input_shape to at least [32, 32, C].
     """
-    from cbcn_tf.models import list_models
+    from cbcn_tf.models import list_models, model_min_input_size
 
     if config.model not in list_models():
-        raise ValueError(
+        raise ConfigError(
             f"Unknown model {config.model!r}. Valid names: {', '.join(list_models())}.")
     shape = config.model_kwargs.get("input_shape")
-    minimum = MIN_INPUT_SIZE.get(config.model)
+    # The product of the model's strides (cbcn_tf.models registry): below it the last stages
+    # would run on 1x1 maps padded with constants.
+    minimum = model_min_input_size(config.model)
     if shape is None or minimum is None:
         return
     if len(shape) != 3:
-        raise ValueError(f"input_shape must be (height, width, channels), got {tuple(shape)}.")
+        raise ConfigError(f"input_shape must be (height, width, channels), got {tuple(shape)}.")
     if min(shape[:2]) < minimum:
-        raise ValueError(
+        raise ConfigError(
             f"Input shape {tuple(shape)} is too small for {config.model}: its strides downsample "
             f"by {minimum}, so it needs at least {minimum}x{minimum} inputs. Use a dataset with "
             f"larger images or set model_kwargs.input_shape to at least [{minimum}, {minimum}, C].")
@@ -72,5 +77,5 @@ def model_from_kwargs(name: str, kwargs: dict) -> tf.keras.Model:
     kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
     try:
         return create_model(name, **kwargs)
-    except TypeError as exc:  # an unknown keyword from the recipe or --set model_kwargs.NAME
-        raise ValueError(f"Model keyword arguments do not fit {name}: {exc}.") from None
+    except (TypeError, ValueError) as exc:  # a keyword or value from the recipe or --set
+        raise ConfigError(f"Model keyword arguments do not fit {name}: {exc}.") from None

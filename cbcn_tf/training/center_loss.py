@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from cbcn_tf.errors import ConfigError
+
 
 def center_loss(features, labels, centers):
     """``sum_i ||f_i - c_{y_i}||^2 / (2B)`` over a batch of B features.
@@ -108,5 +110,5 @@ def _final_dense(model):
     for layer in reversed(model.layers):
         if isinstance(layer, tf.keras.layers.Dense):
             return layer
-    raise ValueError(
+    raise ConfigError(
         f"Center loss needs a classifier ending in a Dense layer; {model.name} has none.")

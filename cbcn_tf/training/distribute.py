@@ -6,6 +6,7 @@ import typing
 import tensorflow as tf
 
 from cbcn_tf import config as config_lib
+from cbcn_tf.errors import ConfigError
 
 STRATEGIES = typing.get_args(config_lib.Distribute)
 _FACTORIES = {"none": tf.distribute.get_strategy, "mirrored": tf.distribute.MirroredStrategy,
@@ -27,7 +28,8 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     """
     if name in _FACTORIES:
         return _FACTORIES[name]()
-    raise ValueError(f"Unknown distribution strategy {name!r}; use one of {', '.join(STRATEGIES)}.")
+    raise ConfigError(
+        f"Unknown distribution strategy {name!r}; use one of {', '.join(STRATEGIES)}.")
 
 
 def is_chief(strategy: tf.distribute.Strategy) -> bool:

@@ -9,7 +9,8 @@ import tensorflow as tf
 
 from cbcn_tf import config as config_lib
 from cbcn_tf import data as data_lib
-from cbcn_tf import files
+from cbcn_tf import files, model_files
+from cbcn_tf.errors import ConfigError, DataError, MissingFileError, ModelFileError
 from cbcn_tf.summary import summary as cbcn_summary
 from cbcn_tf.training.optim import compile_for_classification
 from cbcn_tf.training.rundir import MODEL_FILE, RunDir
@@ -36,6 +37,7 @@ def evaluate(model, dataset: str, *, split: str = "test", rotate: bool = False,
     """
     if isinstance(model, (str, os.PathLike)):
         model = load_model(model)
+    check_model_fits_data(model, dataset, data_dir)
     data = data_lib.load_dataset(dataset, split, batch_size=batch_size, data_dir=data_dir,
                                  rotate=rotate, seed=EVAL_SEED,
                                  validation_fraction=validation_fraction)
@@ -47,20 +49,39 @@ def evaluate(model, dataset: str, *, split: str = "test", rotate: bool = False,
     return {"top1": values["accuracy"], "top5": values["top5"], "loss": values["loss"]}
 
 
+def check_model_fits_data(model, dataset: str, data_dir=None) -> None:
+    """Refuse to score ``model`` on a dataset whose images or classes it does not take."""
+    info = data_lib.dataset_info(dataset, data_dir=data_dir)
+    expected = tuple(model.input_shape[1:])
+    if expected != tuple(info.input_shape):
+        raise DataError(
+            f"{model.name} takes inputs of shape {expected} but {dataset} has images of shape "
+            f"{tuple(info.input_shape)}; evaluate on the dataset it was trained on (--dataset).")
+    if model.output_shape[-1] != info.num_classes:
+        raise DataError(
+            f"{model.name} predicts {model.output_shape[-1]} classes but {dataset} has "
+            f"{info.num_classes}; evaluate on the dataset it was trained on (--dataset).")
+
+
 def run_eval_options(run, *, dataset=None, split=None, data_dir=None) -> dict:
     """`evaluate`'s dataset, split, data_dir and validation_fraction for the run folder (or
     model file) ``run``: each value given, else the run's config.yaml, else the default."""
     saved = RunDir(run).saved_config()
     dataset = dataset or (saved and saved.dataset)
     if not dataset:
-        raise ValueError(f"{run} has no {config_lib.CONFIG_FILE}; pass --dataset NAME.")
+        raise ConfigError(f"{run} has no {config_lib.CONFIG_FILE}; pass --dataset NAME.")
     return dict(dataset=dataset, split=split or (saved.eval_split if saved else "test"),
                 data_dir=data_dir or (saved and saved.data_dir),
                 validation_fraction=saved.validation_fraction if saved else None)
 
 
-def load_model(path) -> tf.keras.Model:
+def load_model(path, *, trusted: bool = False) -> tf.keras.Model:
     """Load a model saved by `train` (``model.h5``, or the run folder holding it).
+
+    A file whose config holds a ``Lambda`` layer or a class from outside Keras, larq and
+    cbcn_tf would run code while loading: it is refused (`UntrustedModelError`) unless
+    ``trusted=True`` (see `cbcn_tf.model_files`). A truncated or foreign file raises
+    `ModelFileError` naming it.
 
     Example:
         >>> from cbcn_tf.models import create_model
@@ -75,10 +96,16 @@ def load_model(path) -> tf.keras.Model:
     if os.path.isdir(path):
         path = os.path.join(path, MODEL_FILE)
     if not os.path.isfile(path):
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"No saved model at {path}; pass a run folder written by `cbcn train` (with "
             f"{MODEL_FILE}) or a .h5 file.")
-    return tf.keras.models.load_model(path, compile=False)
+    model_files.check_model_file(path, trusted=trusted)
+    try:
+        return tf.keras.models.load_model(path, compile=False)
+    except (OSError, KeyError) as exc:  # h5py: a file damaged past its config
+        raise ModelFileError(
+            f"{path} is a damaged Keras model ({type(exc).__name__}: "
+            f"{' '.join(str(exc).split())[:200]}); copy it again or retrain.") from None
 
 
 def save_model(model: tf.keras.Model, path) -> None:

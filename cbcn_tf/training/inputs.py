@@ -7,6 +7,7 @@ import tensorflow as tf
 
 from cbcn_tf import config as config_lib
 from cbcn_tf import data as data_lib
+from cbcn_tf.errors import ConfigError
 from cbcn_tf.training.evaluation import EVAL_SEED
 
 
@@ -68,7 +69,7 @@ def training_data(config, strategy, start_epoch: int, verbose: int = 0):
                                              **common).cardinality())
             count = size // workers // per_worker if multi else math.ceil(size / per_worker)
             if not count:
-                raise ValueError(
+                raise ConfigError(
                     f"batch_size {config.batch_size} is larger than a worker's shard of the "
                     f"{split!r} split ({size // workers} examples); lower batch_size.")
             if steps[key] is None:

@@ -7,7 +7,9 @@ import tensorflow as tf
 
 from cbcn_tf import config as config_lib
 from cbcn_tf import plots
-from cbcn_tf.training.build import build_model, check_model_settings, resolve_config
+from cbcn_tf.errors import ConfigError
+from cbcn_tf.training.build import (build_model, check_input_shape, check_model_settings,
+                                    resolve_config)
 from cbcn_tf.training.callbacks import CheckStartEpoch, HistoryLogger, NaNGuard
 from cbcn_tf.training.center_loss import CenterLossModel, CenterLossStage
 from cbcn_tf.training.distribute import is_chief, make_strategy, task
@@ -56,9 +58,10 @@ def train(config: config_lib.TrainConfig, output_dir: str, *, resume: bool = Fal
     config_lib.check_values(config)
     config = resolve_config(config)  # unknown dataset / unreadable folders fail here
     check_model_settings(config)
+    check_input_shape(config)
     replicas = strategy.num_replicas_in_sync
     if config.batch_size % replicas:
-        raise ValueError(
+        raise ConfigError(
             f"batch_size {config.batch_size} is the global batch and must divide evenly across "
             f"the {replicas} replicas; use a multiple of {replicas}.")
 
@@ -72,8 +75,9 @@ def train(config: config_lib.TrainConfig, output_dir: str, *, resume: bool = Fal
     try:
         with run.rollback_on_error():
             fit = _Fit.prepare(config, strategy, run, verbose)
-        fit.run(verbose)
-        save_model(fit.model, run.file(MODEL_FILE))
+        with run.disk_errors():
+            fit.run(verbose)
+            save_model(fit.model, run.file(MODEL_FILE))
         history = run.history()
         if chief:
             plots.plot_curves({config.model: history}, run.file(CURVES_FILE))
@@ -96,6 +100,7 @@ class _Fit:
 
     @classmethod
     def prepare(cls, config, strategy, run: RunDir, verbose) -> "_Fit":
+        run.history()  # a damaged history.csv fails before anything is written
         tf.keras.utils.set_random_seed(config.seed)
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()

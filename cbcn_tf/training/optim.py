@@ -6,6 +6,7 @@ import typing
 import tensorflow as tf
 
 from cbcn_tf import config as config_lib
+from cbcn_tf.errors import ConfigError
 from cbcn_tf.summary import iter_layers
 from cbcn_tf.training.center_loss import CenterLossModel
 
@@ -73,7 +74,7 @@ def add_weight_decay(model: tf.keras.Model, weight_decay: float, scope: str = "a
             and (scope == "kernels" or getattr(layer, "kernel_quantizer", None) is None)
         ]
     else:
-        raise ValueError(
+        raise ConfigError(
             f"Unknown weight_decay_scope {scope!r}; use {', '.join(WEIGHT_DECAY_SCOPES[:-1])} "
             f"or {WEIGHT_DECAY_SCOPES[-1]}.")
     # Decay the latent float weights of larq's quantized variables, never their sign.

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import os
 import shutil
 import tempfile
@@ -13,6 +14,7 @@ import tensorflow as tf
 
 from cbcn_tf import config as config_lib
 from cbcn_tf import files
+from cbcn_tf.errors import ConfigError, DataError, OutputError
 
 MODEL_FILE = "model.h5"
 HISTORY_FILE = "history.csv"
@@ -53,7 +55,7 @@ class RunDir:
               task: str = "worker0") -> bool:
         """Check the folder (chief) and create it; return whether there is a run to resume.
 
-        Raises ValueError for a folder this run must not use (see `train`).
+        Raises ConfigError for a folder this run must not use (see `train`).
         """
         if not chief:  # a private folder deleted at the end
             self.workdir = tempfile.mkdtemp(prefix=f"cbcn-{task}-")
@@ -98,6 +100,25 @@ class RunDir:
                     _remove(path)
             raise
 
+    @contextlib.contextmanager
+    def disk_errors(self):
+        """Turn a full or read-only disk met by TensorFlow's writers (checkpoints, TensorBoard
+        logs) into one `OutputError` naming the run folder; BackupAndRestore keeps the last
+        complete epoch, so the same command continues once there is space."""
+        try:
+            yield
+        except tf.errors.OpError as exc:
+            text = str(exc.message if hasattr(exc, "message") else exc)
+            codes = {errno.ENOSPC: "No space left on device",
+                     errno.EROFS: "Read-only file system", errno.EDQUOT: "Disk quota exceeded"}
+            code = next((c for c, words in codes.items() if words.lower() in text.lower()), None)
+            if code is None:
+                raise
+            raise OutputError(code, f"Could not write the run in {self.workdir}: "
+                              f"{files.os_error_hint(OSError(code, codes[code]))} The last "
+                              "completed epoch is kept; rerun the same command to "
+                              "continue.") from None
+
     def close(self) -> None:
         if self.private:
             shutil.rmtree(self.workdir, ignore_errors=True)
@@ -113,7 +134,7 @@ class RunDir:
             return int(tf.train.load_variable(latest,
                                               "ckpt_saved_epoch/.ATTRIBUTES/VARIABLE_VALUE"))
         except (tf.errors.OpError, ValueError) as exc:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.backup_dir} does not hold a cbcn training backup ({exc}); choose another "
                 "output folder.") from None
 
@@ -135,7 +156,7 @@ class RunDir:
             except (AssertionError, ValueError, tf.errors.OpError):
                 mismatch = True
         if mismatch:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.backup_dir} holds checkpoints of another model (its variables do not "
                 f"match {model.name} with these model_kwargs). Use the settings of that run, or "
                 "another output folder.")
@@ -143,11 +164,11 @@ class RunDir:
     # --- starting ----------------------------------------------------------------------------
 
     def _check(self, config, resume: bool) -> bool:
-        """Return whether there is a run to resume; raise ValueError for a folder we must not
-        use."""
+        """Return whether there is a run to resume; raise ConfigError for a folder we must
+        not use."""
         output_dir = self.path
         if os.path.exists(output_dir) and not os.path.isdir(output_dir):
-            raise ValueError(f"Output {output_dir} is a file; choose a folder.")
+            raise ConfigError(f"Output {output_dir} is a file; choose a folder.")
         has_backup = (latest_backup(self.backup_dir) is not None
                       if os.path.isdir(self.backup_dir) else False)
         finished = os.path.exists(os.path.join(output_dir, MODEL_FILE))
@@ -159,13 +180,13 @@ class RunDir:
         # its backup if one was saved, else from the start).
         interrupted_same = saved == config and not finished
         if not resume and not interrupted_same:
-            raise ValueError(
+            raise ConfigError(
                 f"{output_dir} already holds a training run; pass --resume (resume=True) to "
                 "continue it, or choose another output folder.")
         if saved is not None:
             for key in _RESUME_KEYS:
                 if getattr(saved, key) != getattr(config, key):
-                    raise ValueError(
+                    raise ConfigError(
                         f"Cannot resume {output_dir}: its {key} is {getattr(saved, key)!r} but "
                         f"this run asks for {getattr(config, key)!r} ({', '.join(_RESUME_KEYS)} "
                         "must match the saved config.yaml). Use the same settings or another "
@@ -182,8 +203,8 @@ class RunDir:
         try:
             os.makedirs(self.path)
         except OSError as exc:
-            raise OSError(exc.errno, f"Could not create the output folder {self.path}: "
-                          f"{files.os_error_hint(exc)}") from exc
+            raise OutputError(exc.errno, f"Could not create the output folder {self.path}: "
+                              f"{files.os_error_hint(exc)}") from exc
         self.created.append(top)
 
 
@@ -201,7 +222,7 @@ def latest_backup(backup_dir):
     except Exception:  # a state file that is not a checkpoint state proto  # noqa: BLE001
         state = None
     if state is None or not state.model_checkpoint_path:
-        raise ValueError(
+        raise ConfigError(
             f"{backup_dir} does not hold a cbcn training backup (unreadable "
             f"{os.path.join(directory, 'checkpoint')}); choose another output folder.")
     path = state.model_checkpoint_path
@@ -209,12 +230,24 @@ def latest_backup(backup_dir):
 
 
 def read_history(path) -> list:
-    """Rows of a history CSV as dicts of floats (``epoch`` as int)."""
-    with open(path, newline="", encoding="utf-8") as handle:
-        return [
-            {key: int(value) if key == "epoch" else _float(value) for key, value in row.items()}
-            for row in csv.DictReader(handle)
-        ]
+    """Rows of a history CSV as dicts of floats (``epoch`` as int); `DataError` naming the
+    file if it is not one `train` wrote."""
+    try:
+        with open(path, newline="", encoding="utf-8") as handle:
+            rows = [
+                {key: int(value) if key == "epoch" else _float(value)
+                 for key, value in row.items()}
+                for row in csv.DictReader(handle)
+            ]
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError, csv.Error) as exc:
+        raise DataError(f"{path} is not a history file written by cbcn train ({exc!r}); "
+                        "restore it, or delete it to restart the log from the next "
+                        "epoch.") from None
+    if rows and any("epoch" not in row or None in row for row in rows):
+        raise DataError(f"{path} is not a history file written by cbcn train (no epoch "
+                        "column, or ragged rows); restore it, or delete it to restart the log "
+                        "from the next epoch.")
+    return rows
 
 
 def _float(value):
