@@ -239,7 +239,9 @@ class OrientationBatchNormalization(tf.keras.layers.BatchNormalization):
             offset = -self.moving_mean * inv
             if self.beta is not None:
                 offset = offset + self.beta
-            return inputs * _repeat(inv, self.orientations) + _repeat(offset, self.orientations)
+            scale, offset = (tf.cast(_repeat(v, self.orientations), inputs.dtype)
+                             for v in (inv, offset))  # parameters stay float32 (mixed policy)
+            return inputs * scale + offset
         shape = tf.shape(inputs)
         grouped = tf.reshape(inputs, tf.concat(
             [shape[:-1], [inputs.shape[-1] // self.orientations, self.orientations]], 0))
