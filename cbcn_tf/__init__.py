@@ -11,7 +11,7 @@ from cbcn_tf import _compat
 
 _compat.ensure_keras2()  # must run before anything below touches tf.keras
 
-from cbcn_tf import cif, layers, quantizers  # noqa: E402
+from cbcn_tf import cif, invariance, layers, quantizers  # noqa: E402
 from cbcn_tf.layers import CBConv2D  # noqa: E402
 from cbcn_tf.quantizers import GaussianSign, gaussian_sign  # noqa: E402
 from cbcn_tf.summary import summary  # noqa: E402
@@ -23,4 +23,4 @@ try:
 except Exception:  # pragma: no cover - running from a source tree without install
     __version__ = "0.0.0+unknown"
 
-__all__ = ["CBConv2D", "GaussianSign", "cif", "gaussian_sign", "layers", "quantizers", "summary"]
+__all__ = ["CBConv2D", "GaussianSign", "cif", "gaussian_sign", "invariance", "layers", "quantizers", "summary"]

@@ -31,6 +31,7 @@ import numpy as np
 import tensorflow as tf
 
 from cbcn_tf import files
+from cbcn_tf.invariance import CirculantConv2D, LiftingConv2D
 from cbcn_tf.layers import CBConv2D
 
 COUNTS = ("binary_macs", "float_macs", "learned_binary_weights", "deployed_binary_weights",
@@ -66,7 +67,7 @@ def _layer_row(layer) -> dict:
         return row
     learned = int(np.prod(kernel.shape))
     deployed = learned
-    if isinstance(layer, CBConv2D):
+    if isinstance(layer, (CBConv2D, CirculantConv2D, LiftingConv2D)):  # E, K x wider than W
         h, w = layer.kernel_size
         deployed = h * w * int(layer.input_spec.axes[-1]) * layer.filters
     macs_per_pixel = deployed

@@ -5,11 +5,13 @@ import larq as lq
 import tensorflow as tf
 
 from cbcn_tf import cif
+from cbcn_tf.invariance import make_invariant
 from cbcn_tf.layers import CBConv2D
 from cbcn_tf.summary import is_binary_layer
 
 
-def cbcnify(model: tf.keras.Model, orientations: int = 4, strict: bool = True) -> tf.keras.Model:
+def cbcnify(model: tf.keras.Model, orientations: int = 4, strict: bool = True,
+            invariant=False) -> tf.keras.Model:
     """Rebuild ``model`` with every binary ``QuantConv2D`` replaced by a ``CBConv2D``.
 
     A conv is binary when both its input and kernel quantizers have ``precision == 1``; layers
@@ -30,6 +32,9 @@ def cbcnify(model: tf.keras.Model, orientations: int = 4, strict: bool = True) -
             (channels not divisible by K, grouped or dilated, non-channels_last, even or
             non-square kernels, K = 8 with a kernel other than 1x1 / 3x3, or inside a nested
             model); with False those layers are left as they are.
+        invariant: True (or a dict of ``cbcn_tf.invariance.Invariance`` switches) then makes
+            the converted model invariant to quarter turns (``make_invariant``,
+            docs/METHOD.md §12); needs a fixed input size.
 
     Example:
         >>> import cbcn_tf
@@ -72,6 +77,8 @@ def cbcnify(model: tf.keras.Model, orientations: int = 4, strict: bool = True) -
     for layer in model.layers:
         if layer.name not in convertible:
             new_model.get_layer(layer.name).set_weights(layer.get_weights())
+    if invariant:
+        new_model = make_invariant(new_model, orientations, invariant, strict=strict)
     return new_model
 
 

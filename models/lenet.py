@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import tensorflow as tf
 
+from cbcn_tf.invariance import make_invariant
 from cbcn_tf.models import blocks
 from cbcn_tf.models.registry import load_weights, register_model
 
@@ -12,7 +13,8 @@ MNIST_INPUT_SHAPE = (28, 28, 1)
 @register_model(min_input_size=8)  # three 2x2 max-pools
 def cbcn_lenet(*, input_shape=None, num_classes=10, orientations=4, binary=True, weights=None,
                kernel_stage=(5, 10, 20, 40), input_quantizer="approx_sign",
-               kernel_quantizer="gaussian_sign", dropout=0.5) -> tf.keras.Model:
+               kernel_quantizer="gaussian_sign", dropout=0.5,
+               invariant=False) -> tf.keras.Model:
     """CBCN LeNet: a full-precision conv, three CBConv2D, each ReLU'd, max-pooled, then a head.
 
     Layout (28x28 input, 'same' padding): conv 28x28 -> pool 14 -> CBConv 14 -> pool 7 ->
@@ -27,7 +29,8 @@ def cbcn_lenet(*, input_shape=None, num_classes=10, orientations=4, binary=True,
     one dense classifier, so the float head stays small and any input size works.
 
     Args: as ``cbcn_tf.models.resnet.cbcn_resnet18``; input_shape defaults to (28, 28, 1);
-        ``dropout`` is the rate before the classifier.
+        ``dropout`` is the rate before the classifier; ``invariant`` as there (any fixed
+        input size is exact, 28x28 included: the 2x2 pool of the 7x7 map becomes 3x3).
 
     Published (MNIST error, LeNet 5-10-20-40, METHOD §10): CBCN 1.91, XNOR 3.76, full
     precision 0.91; MNIST-rot: 5.76, 17.26, 2.77.
@@ -51,4 +54,6 @@ def cbcn_lenet(*, input_shape=None, num_classes=10, orientations=4, binary=True,
             x = tf.keras.layers.MaxPool2D(2, padding="same", name=f"conv{index}_pool")(x)
     outputs = blocks.head(x, num_classes, dropout=dropout)
     model = tf.keras.Model(inputs, outputs, name="cbcn_lenet" if binary else "cbcn_lenet_float")
+    if invariant:  # docs/METHOD.md §12
+        model = make_invariant(model, orientations, invariant)
     return load_weights(model, weights)

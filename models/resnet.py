@@ -13,6 +13,7 @@ from typing import Sequence
 
 import tensorflow as tf
 
+from cbcn_tf.invariance import make_invariant
 from cbcn_tf.models import blocks
 from cbcn_tf.models.registry import load_weights, register_model
 
@@ -128,11 +129,14 @@ def resnet_variant(variant: ResNetVariant):
     def model_fn(*, input_shape=None, num_classes=variant.num_classes, orientations=4,
                  binary=True, weights=None, kernel_stage=variant.kernel_stage,
                  input_quantizer=variant.input_quantizer,
-                 kernel_quantizer=variant.kernel_quantizer) -> tf.keras.Model:
+                 kernel_quantizer=variant.kernel_quantizer,
+                 invariant=False) -> tf.keras.Model:
         model = variant.build(input_shape=input_shape, num_classes=num_classes,
                               orientations=orientations, binary=binary,
                               kernel_stage=kernel_stage, input_quantizer=input_quantizer,
                               kernel_quantizer=kernel_quantizer)
+        if invariant:  # quarter-turn invariant variant, docs/METHOD.md §12
+            model = make_invariant(model, orientations, invariant)
         return load_weights(model, weights)
 
     model_fn.__name__ = model_fn.__qualname__ = variant.name
@@ -158,6 +162,10 @@ CBCN ResNet18 for CIFAR (METHOD §6.2): 16 blocks ``PReLU(CBConv(BN(x)) + shortc
         weights: path of a ``save_weights`` file to load.
         kernel_stage: learned maps per stage (the stem uses the first).
         input_quantizer / kernel_quantizer: sign gradients of the CBConv2D layers.
+        invariant: True (or a dict of ``cbcn_tf.invariance.Invariance`` switches) gives the
+            variant invariant to quarter turns (K = 4) of any fixed square input size: lifting
+            stem, orientation-shared BN / PReLU, circulant shortcuts, symmetric downsampling,
+            orientation max-pooling head (docs/METHOD.md §12). CBCN models only.
 
     Published (CIFAR-10 accuracy, 16-16-32-64, K = 4, METHOD §10): 89.10 with ApproxSign
     weights, 90.22 with the Gaussian (this default), 90.83 with center loss fine-tuning; K = 2:

@@ -1,0 +1,684 @@
+"""Exact quarter-turn invariance for CBCNs (docs/METHOD.md §12, beyond the paper).
+
+A ``CBConv2D`` is equivariant to rotations by 360/K degrees (rotate the input and roll its K
+orientation channels, and the output does the same, METHOD §2.5), but a network around it is
+not. :func:`make_invariant` rebuilds a functional / Sequential model so that every layer keeps
+that structure and the output is invariant to quarter turns of a square input, whatever its
+size. Each part is a switch of :class:`Invariance` (all on by default):
+
+- ``stem``: the first conv becomes a :class:`LiftingConv2D`, its learned filter expanded into K
+  rotated copies (a CiF without orientation spin), "float" or "binary";
+- ``norm``: BatchNormalization -> :class:`OrientationBatchNormalization` (statistics and
+  parameters shared by the K orientation channels ``c * K + k`` of each map);
+- ``activation``: PReLU -> :class:`OrientationPReLU` (one slope per map);
+- ``shortcut``: every full-precision conv after the stem (the 1x1 shortcuts; in a
+  ``binary=False`` twin all convs) -> :class:`CirculantConv2D` (a float CiF with spin);
+- ``downsample``: every strided conv / pool gets a sampling grid symmetric about the map centre
+  for the map size it sees (METHOD §12.2), so every fixed input size is exact;
+- ``pool``: "max" (or "mean") over the K orientation channels of each map before global
+  pooling (:class:`OrientationPooling`), so the classifier sees invariant features.
+
+Example:
+    >>> import cbcn_tf
+    >>> from cbcn_tf.models import create_model
+    >>> model = create_model("cbcn_resnet18", kernel_stage=(2, 2, 2, 2), invariant=True)
+    >>> model.get_layer("stem_conv").__class__.__name__
+    'LiftingConv2D'
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import larq as lq
+import numpy as np
+import tensorflow as tf
+
+from cbcn_tf import cif
+from cbcn_tf import quantizers as cbcn_quantizers
+from cbcn_tf.layers import CBConv2D
+
+_register = tf.keras.utils.register_keras_serializable(package="cbcn_tf")
+SCALES = ("layer_mean", "channel_mean", None)
+POOLS = ("max", "mean")
+STEMS = ("float", "binary")
+
+
+def lift_kernel(kernel, orientations: int):
+    """(h, w, C_in, C_out) -> (h, w, C_in, C_out * K): output ``o * K + r`` sees rot_cw(W, r).
+
+    The CiF of METHOD §2.3 for an input without orientation channels (no spin), built from
+    ``cif.rotate_kernel``; autodiff of the copies is circulant back propagation.
+    """
+    kernel = tf.convert_to_tensor(kernel)
+    h, w, c_in, c_out = kernel.shape
+    copies = [cif.rotate_kernel(kernel, orientations, r) for r in range(orientations)]
+    return tf.reshape(tf.stack(copies, axis=-1), [h, w, c_in, c_out * orientations])
+
+
+def _check_kernel(orientations, kernel_size):
+    cif.check_orientations(orientations, kernel_size)
+
+
+def _repeat(values, orientations):
+    """(C,) -> (C * K,): one value for the K orientation channels c * K + k of each map."""
+    return tf.repeat(values, orientations)
+
+
+@_register
+class LiftingConv2D(lq.layers.QuantConv2D):
+    """Equivariant stem: ``filters`` learned maps, each used in K rotated copies.
+
+    The learned kernel W has shape (h, w, C_in, filters); the layer convolves with
+    ``lift_kernel(W)`` and outputs ``filters * K`` channels, output orientation ``r`` of map ``o``
+    at channel ``o * K + r``. Rotating the input by 360/K degrees clockwise rotates the output
+    and rolls its orientation channels by +1. With quantizers (e.g. "ste_sign") it is a binary
+    conv; ``scale`` as in ``CBConv2D``; a bias, if any, is shared by the K copies.
+
+    Example:
+        >>> LiftingConv2D(4, 3, orientations=4)(tf.zeros((1, 9, 9, 3))).shape
+        TensorShape([1, 9, 9, 16])
+    """
+
+    def __init__(self, filters: int, kernel_size, orientations: int = 4, scale=None,
+                 strides=(1, 1), padding: str = "same", pad_values: float = 0.0,
+                 input_quantizer=None, kernel_quantizer=None, kernel_initializer=None,
+                 kernel_constraint=None, use_bias: bool = False, **kwargs):
+        _check_kernel(orientations, kernel_size)
+        if scale not in SCALES:
+            raise ValueError(f"Unknown scale {scale!r}; use one of {SCALES}.")
+        if kernel_initializer is None:
+            kernel_initializer = tf.keras.initializers.VarianceScaling(
+                2.0, "fan_in", "untruncated_normal")
+        self.orientations = int(orientations)
+        self.scale = scale
+        self.shared_bias = bool(use_bias)
+        super().__init__(
+            int(filters) * self.orientations, kernel_size, strides=strides, padding=padding,
+            pad_values=pad_values, input_quantizer=cbcn_quantizers.get(input_quantizer),
+            kernel_quantizer=cbcn_quantizers.get(kernel_quantizer),
+            kernel_initializer=kernel_initializer, kernel_constraint=kernel_constraint,
+            use_bias=False, **kwargs)
+
+    @property
+    def learned_filters(self) -> int:
+        return self.filters // self.orientations
+
+    def build(self, input_shape):
+        super().build(input_shape)
+        self.bias = self.add_weight(
+            name="bias", shape=(self.learned_filters,), initializer="zeros",
+            trainable=True) if self.shared_bias else None
+
+    def add_weight(self, name=None, shape=None, **kwargs):
+        if name == "kernel":
+            shape = (*shape[:3], self.learned_filters)
+        return super().add_weight(name=name, shape=shape, **kwargs)
+
+    def convolution_op(self, inputs, kernel):
+        expanded = lift_kernel(kernel, self.orientations)
+        if self.scale is not None:
+            magnitude = tf.abs(tf.convert_to_tensor(self.kernel.latent_variable
+                                                    if hasattr(self.kernel, "latent_variable")
+                                                    else self.kernel))
+            alpha = (tf.reduce_mean(magnitude) if self.scale == "layer_mean" else
+                     _repeat(tf.reduce_mean(magnitude, axis=(0, 1, 2)), self.orientations))
+            expanded = expanded * tf.cast(alpha, expanded.dtype)
+        outputs = super().convolution_op(inputs, expanded)
+        if self.bias is not None:
+            outputs = outputs + _repeat(self.bias, self.orientations)
+        return outputs
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.learned_filters, orientations=self.orientations,
+                      scale=self.scale, use_bias=self.shared_bias)
+        return config
+
+
+@_register
+class CirculantConv2D(tf.keras.layers.Conv2D):
+    """Full-precision circulant conv (a float CiF with orientation spin, METHOD §2.3).
+
+    ``filters`` learned maps; input channels a multiple of K; the learned kernel has shape
+    (h, w, C_in / K, K, filters) and the layer convolves with ``cif.expand_kernel(W)``, so it is
+    equivariant like ``CBConv2D``. The orientation-aware 1x1 shortcut of an invariant model.
+
+    Example:
+        >>> CirculantConv2D(2, 1, orientations=4)(tf.zeros((1, 5, 5, 8))).shape
+        TensorShape([1, 5, 5, 8])
+    """
+
+    def __init__(self, filters: int, kernel_size, orientations: int = 4, strides=(1, 1),
+                 padding: str = "same", use_bias: bool = False, kernel_initializer=None,
+                 **kwargs):
+        _check_kernel(orientations, kernel_size)
+        if kwargs.get("groups", 1) != 1:
+            raise ValueError("CirculantConv2D does not support grouped convolutions.")
+        if kernel_initializer is None:
+            kernel_initializer = tf.keras.initializers.VarianceScaling(
+                2.0, "fan_in", "untruncated_normal")
+        self.orientations = int(orientations)
+        self.shared_bias = bool(use_bias)
+        super().__init__(int(filters) * self.orientations, kernel_size, strides=strides,
+                         padding=padding, use_bias=False,
+                         kernel_initializer=kernel_initializer, **kwargs)
+
+    @property
+    def learned_filters(self) -> int:
+        return self.filters // self.orientations
+
+    def build(self, input_shape):
+        channels = tf.TensorShape(input_shape)[-1]
+        if channels is None or channels % self.orientations:
+            raise ValueError(f"{self.name}: input channels ({channels}) must be a multiple of "
+                             f"orientations={self.orientations} (layout c * K + k).")
+        super().build(input_shape)
+        self.bias = self.add_weight(
+            name="bias", shape=(self.learned_filters,), initializer="zeros",
+            trainable=True) if self.shared_bias else None
+
+    def add_weight(self, name=None, shape=None, **kwargs):
+        if name == "kernel":
+            h, w, c_in, _ = shape
+            shape = (h, w, c_in // self.orientations, self.orientations, self.learned_filters)
+        return super().add_weight(name=name, shape=shape, **kwargs)
+
+    def convolution_op(self, inputs, kernel):
+        outputs = super().convolution_op(inputs, cif.expand_kernel(kernel, self.orientations))
+        if self.bias is not None:
+            outputs = outputs + _repeat(self.bias, self.orientations)
+        return outputs
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.learned_filters, orientations=self.orientations,
+                      use_bias=self.shared_bias)
+        return config
+
+
+@_register
+class OrientationBatchNormalization(tf.keras.layers.BatchNormalization):
+    """BatchNormalization whose statistics and parameters are shared by the K orientation
+    channels ``c * K + k`` of each map: C values for C * K channels.
+
+    Training normalises over (batch, height, width, orientation); inference applies the
+    moving statistics as one multiply-add per channel (repeated K times), which LCE fuses.
+    Keyword arguments as ``BatchNormalization`` (defaults momentum 0.9, epsilon 1e-5, the
+    released code's); the axis is always the last.
+
+    Example:
+        >>> OrientationBatchNormalization(4)(tf.zeros((2, 3, 3, 8))).shape
+        TensorShape([2, 3, 3, 8])
+    """
+
+    def __init__(self, orientations: int = 4, momentum: float = 0.9, epsilon: float = 1e-5,
+                 **kwargs):
+        axis = kwargs.pop("axis", -1)
+        if axis not in (-1, [-1], 3, [3]):
+            raise ValueError("OrientationBatchNormalization normalises the channel axis (-1).")
+        self.orientations = int(orientations)
+        super().__init__(axis=-2, momentum=momentum, epsilon=epsilon, **kwargs)
+
+    def build(self, input_shape):
+        input_shape = tf.TensorShape(input_shape)
+        channels = input_shape[-1]
+        if input_shape.rank != 4 or channels is None or channels % self.orientations:
+            raise ValueError(f"{self.name}: needs NHWC inputs whose channels are a multiple of "
+                             f"orientations={self.orientations}, got {input_shape}.")
+        super().build(tf.TensorShape(
+            [*input_shape[:-1], channels // self.orientations, self.orientations]))
+        self.input_spec = tf.keras.layers.InputSpec(ndim=4, axes={-1: channels})
+
+    def call(self, inputs, training=None):
+        training = self._get_training_value(training)
+        if training is False or (isinstance(training, bool) and not training):
+            inv = tf.math.rsqrt(self.moving_variance + self.epsilon)
+            if self.gamma is not None:
+                inv = inv * self.gamma
+            offset = -self.moving_mean * inv
+            if self.beta is not None:
+                offset = offset + self.beta
+            scale, offset = (tf.cast(_repeat(v, self.orientations), inputs.dtype)
+                             for v in (inv, offset))  # parameters stay float32 (mixed policy)
+            return inputs * scale + offset
+        shape = tf.shape(inputs)
+        grouped = tf.reshape(inputs, tf.concat(
+            [shape[:-1], [inputs.shape[-1] // self.orientations, self.orientations]], 0))
+        return tf.reshape(super().call(grouped, training=training), shape)
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.pop("axis", None)
+        config["orientations"] = self.orientations
+        return config
+
+
+@_register
+class OrientationPReLU(tf.keras.layers.Layer):
+    """PReLU with one slope per map, shared by its K orientation channels (initial 0.25).
+
+    Example:
+        >>> OrientationPReLU(4)(tf.fill((1, 2, 2, 8), -1.0))[0, 0, 0, 0].numpy()
+        -0.25
+    """
+
+    def __init__(self, orientations: int = 4, alpha_initializer=None, **kwargs):
+        super().__init__(**kwargs)
+        self.orientations = int(orientations)
+        self.alpha_initializer = tf.keras.initializers.get(
+            alpha_initializer or tf.keras.initializers.Constant(0.25))
+
+    def build(self, input_shape):
+        channels = tf.TensorShape(input_shape)[-1]
+        if channels is None or channels % self.orientations:
+            raise ValueError(f"{self.name}: input channels ({channels}) must be a multiple of "
+                             f"orientations={self.orientations}.")
+        self.alpha = self.add_weight(name="alpha", shape=(channels // self.orientations,),
+                                     initializer=self.alpha_initializer)
+        super().build(input_shape)
+
+    def call(self, inputs):
+        alpha = _repeat(self.alpha, self.orientations)
+        return tf.nn.relu(inputs) - alpha * tf.nn.relu(-inputs)  # Keras' PReLU form
+
+    def get_config(self):
+        return {**super().get_config(), "orientations": self.orientations,
+                "alpha_initializer": tf.keras.initializers.serialize(self.alpha_initializer)}
+
+
+@_register
+class OrientationPooling(tf.keras.layers.Layer):
+    """Max (or mean) over the K orientation channels of each map: (N, H, W, C*K) -> (N, H, W, C).
+
+    Example:
+        >>> x = tf.reshape(tf.range(8, dtype=tf.float32), (1, 1, 1, 8))
+        >>> OrientationPooling(4)(x).numpy().ravel().tolist()
+        [3.0, 7.0]
+    """
+
+    def __init__(self, orientations: int = 4, mode: str = "max", **kwargs):
+        super().__init__(**kwargs)
+        if mode not in POOLS:
+            raise ValueError(f"Unknown orientation pooling {mode!r}; use one of {POOLS}.")
+        self.orientations = int(orientations)
+        self.mode = mode
+
+    def build(self, input_shape):
+        channels = tf.TensorShape(input_shape)[-1]
+        if channels is None or channels % self.orientations:
+            raise ValueError(f"{self.name}: input channels ({channels}) must be a multiple of "
+                             f"orientations={self.orientations}.")
+        super().build(input_shape)
+
+    def call(self, inputs):
+        k = self.orientations
+        channels = inputs.shape[-1] // k
+        static = inputs.shape.as_list()
+        shape = tf.shape(inputs)
+        dims = [static[i] if static[i] is not None else shape[i] for i in range(4)]
+        dims[0] = -1
+        # rank 4 throughout (TFLite reduces rank-4 tensors everywhere)
+        grouped = tf.reshape(inputs, [dims[0], dims[1], dims[2] * channels, k])
+        reduce = tf.reduce_max if self.mode == "max" else tf.reduce_mean
+        return tf.reshape(reduce(grouped, axis=-1), [dims[0], dims[1], dims[2], channels])
+
+    def compute_output_shape(self, input_shape):
+        input_shape = tf.TensorShape(input_shape)
+        return input_shape[:-1].concatenate([input_shape[-1] // self.orientations])
+
+    def get_config(self):
+        return {**super().get_config(), "orientations": self.orientations, "mode": self.mode}
+
+
+# ---------------------------------------------------------------------------------- options
+@dataclasses.dataclass(frozen=True)
+class Invariance:
+    """Which parts of a model :func:`make_invariant` changes (all on by default).
+
+    Attributes:
+        stem: "float" or "binary" lifting stem (:class:`LiftingConv2D`), or None (plain conv).
+        norm: orientation-shared BatchNormalization.
+        activation: orientation-shared PReLU.
+        shortcut: full-precision convs after the stem as :class:`CirculantConv2D`.
+        downsample: symmetric sampling grids for strided convs and pools.
+        pool: "max" or "mean" over orientations before global pooling, or None.
+    """
+
+    stem: str | None = "float"
+    norm: bool = True
+    activation: bool = True
+    shortcut: bool = True
+    downsample: bool = True
+    pool: str | None = "max"
+
+    def __post_init__(self):
+        if self.stem not in (*STEMS, None):
+            raise ValueError(f"stem must be one of {STEMS} or None, got {self.stem!r}.")
+        if self.pool not in (*POOLS, None):
+            raise ValueError(f"pool must be one of {POOLS} or None, got {self.pool!r}.")
+
+    @classmethod
+    def resolve(cls, value) -> "Invariance | None":
+        """``True`` -> all parts, ``False`` / None -> None, a dict -> overrides, or itself.
+
+        Example:
+            >>> Invariance.resolve({"pool": "mean"}).pool
+            'mean'
+        """
+        if value is None or value is False:
+            return None
+        if value is True:
+            return cls()
+        if isinstance(value, cls):
+            return value
+        if isinstance(value, dict):
+            unknown = set(value) - {f.name for f in dataclasses.fields(cls)}
+            if unknown:
+                raise ValueError(f"Unknown invariance option(s) {sorted(unknown)}; use "
+                                 f"{[f.name for f in dataclasses.fields(cls)]}.")
+            return cls(**value)
+        raise TypeError(f"invariant must be a bool, a dict or an Invariance, got {value!r}.")
+
+
+# ------------------------------------------------------------------------ symmetric grids
+def grid_is_symmetric(size: int, window: int, stride: int, padding: str) -> bool:
+    """Whether a window / stride / TF padding samples a map of ``size`` symmetrically.
+
+    The sampling grid is symmetric about the map centre (so a quarter turn of the map maps
+    windows onto windows) iff the total padding ``(out - 1) * stride + window - size`` is even
+    and not negative with "same" padding (TF puts the odd pixel after), and zero with "valid"
+    (the remainder is dropped at the end). METHOD §12.2.
+
+    Example:
+        >>> grid_is_symmetric(16, 3, 2, "same"), grid_is_symmetric(17, 3, 2, "same")
+        (False, True)
+    """
+    if padding == "same":
+        out = math.ceil(size / stride)
+        total = (out - 1) * stride + window - size
+        return total >= 0 and total % 2 == 0
+    out = (size - window) // stride + 1
+    return (out - 1) * stride + window - size == 0
+
+
+def _output_size(size, window, stride, padding):
+    return math.ceil(size / stride) if padding == "same" else (size - window) // stride + 1
+
+
+def _spatial(shape):
+    return [int(d) if d is not None else None for d in tf.TensorShape(shape)[1:3]]
+
+
+# ---------------------------------------------------------------------------- the rewrite
+_ELEMENTWISE = (tf.keras.layers.Add, tf.keras.layers.Subtract, tf.keras.layers.Multiply,
+                tf.keras.layers.Average, tf.keras.layers.Maximum, tf.keras.layers.Minimum,
+                tf.keras.layers.ReLU, tf.keras.layers.LeakyReLU, tf.keras.layers.ELU,
+                tf.keras.layers.Dropout, tf.keras.layers.GaussianNoise)
+_GLOBAL_POOLS = (tf.keras.layers.GlobalAveragePooling2D, tf.keras.layers.GlobalMaxPooling2D)
+_POOLS = (tf.keras.layers.MaxPool2D, tf.keras.layers.AveragePooling2D)
+
+
+class _Rewriter:
+    def __init__(self, orientations, options: Invariance):
+        self.k = orientations
+        self.opts = options
+        self.problems = []
+
+    def _clone(self, layer):
+        return layer.__class__.from_config(layer.get_config())
+
+    # Each method returns (list of new layers applied in order, output oriented?).
+    def conv(self, layer, in_shape, oriented):
+        k, opts = self.k, self.opts
+        config = layer.get_config()
+        strides = tuple(layer.strides)
+        pool = None
+        sizes = _spatial(in_shape)
+        if opts.downsample and strides != (1, 1):
+            windows = [(d - 1) * r + 1 for d, r in zip(layer.kernel_size, layer.dilation_rate)]
+            if None in sizes:
+                self.problems.append(f"{layer.name}: strided conv on a map of unknown size; "
+                                     "build the model with a fixed input_shape")
+            elif not all(grid_is_symmetric(n, w, s, layer.padding)
+                         for n, w, s in zip(sizes, windows, strides)):
+                after = [n if layer.padding == "same" else n - w + 1
+                         for n, w in zip(sizes, windows)]
+                if layer.padding != "same" or any(m % s for m, s in zip(after, strides)):
+                    self.problems.append(
+                        f"{layer.name}: no symmetric grid for stride {strides} on "
+                        f"{sizes[0]}x{sizes[1]} maps with {layer.padding!r} padding")
+                else:  # stride 1, then aligned pooling of the stride
+                    config["strides"] = (1, 1)
+                    pool = tf.keras.layers.AveragePooling2D(strides, strides, "valid",
+                                                            name=f"{layer.name}_pool")
+        if not oriented:
+            if opts.stem is None:
+                new = layer.__class__.from_config(config)
+            else:
+                if layer.filters % k:
+                    self.problems.append(f"{layer.name}: stem width {layer.filters} is not a "
+                                         f"multiple of orientations={k}")
+                    return [self._clone(layer)], True
+                binary = opts.stem == "binary"
+                new = LiftingConv2D(
+                    layer.filters // k, layer.kernel_size, orientations=k,
+                    strides=config["strides"], padding=layer.padding, use_bias=layer.use_bias,
+                    pad_values=1.0 if binary else 0.0,
+                    input_quantizer="ste_sign" if binary else None,
+                    kernel_quantizer="ste_sign" if binary else None,
+                    kernel_constraint="weight_clip" if binary else None,
+                    scale="layer_mean" if binary else None, name=layer.name)
+        elif isinstance(layer, CBConv2D):
+            if layer.orientations != k:
+                self.problems.append(f"{layer.name}: CBConv2D with orientations="
+                                     f"{layer.orientations}, the model uses {k}")
+            new = CBConv2D.from_config(config)
+        elif isinstance(layer, lq.layers.QuantConv2D) and (
+                layer.input_quantizer is not None or layer.kernel_quantizer is not None):
+            self.problems.append(f"{layer.name}: quantized {type(layer).__name__} without "
+                                 "circulant filters; cbcnify(model, K, invariant=True) "
+                                 "converts binary convs first")
+            new = layer.__class__.from_config(config)
+        elif opts.shortcut and not isinstance(layer, CirculantConv2D):
+            if layer.filters % k or getattr(layer, "groups", 1) != 1:
+                self.problems.append(f"{layer.name}: full-precision conv with {layer.filters} "
+                                     f"filters (groups={getattr(layer, 'groups', 1)}) cannot "
+                                     f"be circulant with K={k}")
+                new = layer.__class__.from_config(config)
+            else:
+                new = CirculantConv2D(layer.filters // k, layer.kernel_size, orientations=k,
+                                      strides=config["strides"], padding=layer.padding,
+                                      use_bias=layer.use_bias,
+                                      activation=config.get("activation"), name=layer.name)
+        else:
+            new = layer.__class__.from_config(config)
+        return [new] + ([pool] if pool else []), True
+
+    def pool(self, layer, in_shape):
+        if not self.opts.downsample or tuple(layer.strides) == (1, 1):
+            return [self._clone(layer)]
+        sizes = _spatial(in_shape)
+        if None in sizes:
+            self.problems.append(f"{layer.name}: strided pooling on a map of unknown size; "
+                                 "build the model with a fixed input_shape")
+            return [self._clone(layer)]
+        windows, strides = tuple(layer.pool_size), tuple(layer.strides)
+        if all(grid_is_symmetric(n, w, s, layer.padding)
+               for n, w, s in zip(sizes, windows, strides)):
+            return [self._clone(layer)]
+        wanted = [_output_size(n, w, s, layer.padding)
+                  for n, w, s in zip(sizes, windows, strides)]
+        chosen = []
+        for n, w, s, out in zip(sizes, windows, strides, wanted):
+            # grow the window by one (same output size), else an aligned stride x stride
+            for window, padding in ((w, "same"), (w + 1, "same"), (s, "valid")):
+                if (grid_is_symmetric(n, window, s, padding)
+                        and _output_size(n, window, s, padding) == out):
+                    chosen.append((window, padding))
+                    break
+            else:
+                self.problems.append(f"{layer.name}: no symmetric pooling grid for stride {s} "
+                                     f"on size {n}")
+                return [self._clone(layer)]
+        if chosen[0][1] != chosen[1][1]:
+            self.problems.append(f"{layer.name}: non-square map {sizes} needs different "
+                                 "paddings per axis")
+            return [self._clone(layer)]
+        config = layer.get_config()
+        config.update(pool_size=(chosen[0][0], chosen[1][0]), padding=chosen[0][1])
+        return [layer.__class__.from_config(config)]
+
+    def layer(self, layer, in_shape, oriented):
+        """New layers for ``layer`` and whether its output carries orientation channels."""
+        k, opts = self.k, self.opts
+        if isinstance(layer, tf.keras.layers.Conv2D) and not isinstance(
+                layer, (tf.keras.layers.DepthwiseConv2D, tf.keras.layers.Conv2DTranspose)):
+            return self.conv(layer, in_shape, oriented)
+        if isinstance(layer, _POOLS):
+            return self.pool(layer, in_shape), oriented
+        if not oriented:
+            return [self._clone(layer)], False
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            if isinstance(layer, OrientationBatchNormalization) or not opts.norm:
+                return [self._clone(layer)], True
+            config = layer.get_config()
+            keep = ("momentum", "epsilon", "center", "scale", "name", "trainable", "dtype",
+                    "beta_initializer", "gamma_initializer", "moving_mean_initializer",
+                    "moving_variance_initializer", "beta_regularizer", "gamma_regularizer",
+                    "beta_constraint", "gamma_constraint")
+            return [OrientationBatchNormalization(
+                k, **{key: config[key] for key in keep if key in config})], True
+        if isinstance(layer, tf.keras.layers.PReLU):
+            if not opts.activation:
+                return [self._clone(layer)], True
+            if sorted(layer.shared_axes or []) != [1, 2]:
+                self.problems.append(f"{layer.name}: PReLU with shared_axes="
+                                     f"{layer.shared_axes}; only [1, 2] (one slope per "
+                                     "channel) has an orientation-shared form")
+                return [self._clone(layer)], True
+            return [OrientationPReLU(k, layer.get_config()["alpha_initializer"],
+                                     name=layer.name)], True
+        if isinstance(layer, _GLOBAL_POOLS):
+            if opts.pool is None:
+                return [self._clone(layer)], False
+            return [OrientationPooling(k, opts.pool, name=f"{layer.name}_orientations"),
+                    self._clone(layer)], False
+        if isinstance(layer, (OrientationPReLU, CirculantConv2D)) or isinstance(
+                layer, _ELEMENTWISE) or (isinstance(layer, tf.keras.layers.Activation)
+                                         and layer.get_config()["activation"] != "softmax"):
+            return [self._clone(layer)], True
+        self.problems.append(f"{layer.name}: {type(layer).__name__} on orientation channels "
+                             "(supported there: convs, BatchNormalization, PReLU, pooling, "
+                             "elementwise layers, global pooling)")
+        return [self._clone(layer)], True
+
+
+def _graph(model):
+    """(layer, [(inbound layer name, tensor index), ...]) in topological order."""
+    if isinstance(model, tf.keras.Sequential):
+        previous, order = None, []
+        for layer in model.layers:
+            order.append((layer, [(previous, 0)] if previous else None))
+            previous = layer.name
+        return order
+    layers = {layer.name: layer for layer in model.layers}
+    order = []
+    for entry in model.get_config()["layers"]:
+        layer = layers[entry["config"]["name"]]
+        nodes = entry["inbound_nodes"]
+        if len(nodes) > 1:
+            raise ValueError(f"{layer.name} is called {len(nodes)} times; make_invariant "
+                             "rebuilds models whose layers are used once.")
+        if isinstance(layer, tf.keras.layers.InputLayer):
+            order.append((layer, []))
+            continue
+        order.append((layer, [(name, tensor) for name, _, tensor, *_ in nodes[0]]))
+    return order
+
+
+def make_invariant(model: tf.keras.Model, orientations: int = 4, invariant=True,
+                   strict: bool = True) -> tf.keras.Model:
+    """Rebuild ``model`` (functional or Sequential, fixed input size) invariant to quarter turns.
+
+    ``invariant``: True (every part), a dict of :class:`Invariance` fields to switch parts
+    (e.g. ``{"pool": "mean"}`` or ``{"norm": False}``), or an :class:`Invariance`. The model
+    should already use ``CBConv2D`` for its binary convs (``cbcnify(model, K,
+    invariant=True)`` converts XNOR convs first). Layers that keep their type keep their
+    weights; BatchNormalization / PReLU start from the mean over each map's K channels;
+    replaced convs and a classifier whose input width changes start from their initialisers.
+    The result is not compiled.
+
+    Raises:
+        ValueError listing every layer that cannot keep the orientation structure (with
+        ``strict``; ``strict=False`` leaves those layers as they are).
+
+    Example:
+        >>> import cbcn_tf
+        >>> from cbcn_tf.models import create_model
+        >>> plain = create_model("cbcn_lenet", kernel_stage=(2, 2, 2, 2))
+        >>> make_invariant(plain, 4).get_layer("conv2_bn").__class__.__name__
+        'OrientationBatchNormalization'
+    """
+    options = Invariance.resolve(invariant)
+    if options is None:
+        return model
+    cif.check_orientations(orientations, 1)
+    graph = isinstance(model, tf.keras.Sequential) or getattr(model, "_is_graph_network", False)
+    if not (model.built and graph):
+        raise ValueError("make_invariant needs a built functional or Sequential model.")
+    rewriter = _Rewriter(orientations, options)
+    tensors, oriented, new_layers = {}, {}, {}
+    inputs = []
+    for layer, inbound in _graph(model):
+        if isinstance(layer, tf.keras.layers.InputLayer):
+            shape = layer.get_config()["batch_input_shape"][1:]
+            x = tf.keras.Input(shape, name=layer.name)
+            inputs.append(x)
+            tensors[(layer.name, 0)], oriented[layer.name] = x, False
+            continue
+        if inbound is None:  # first layer of a Sequential model
+            x = tf.keras.Input(model.input_shape[1:])
+            inputs.append(x)
+            inbound = [("__input__", 0)]
+            tensors[("__input__", 0)], oriented["__input__"] = x, False
+        args = [tensors[(name, index)] for name, index in inbound]
+        is_oriented = any(oriented[name] for name, _ in inbound)
+        in_shape = args[0].shape
+        replacement, out_oriented = rewriter.layer(layer, in_shape, is_oriented)
+        y = args if len(args) > 1 else args[0]
+        for new in replacement:
+            y = new(y)
+        new_layers[layer.name] = replacement[0]
+        outputs = y if isinstance(y, (list, tuple)) else [y]
+        for index, tensor in enumerate(outputs):
+            tensors[(layer.name, index)] = tensor
+        oriented[layer.name] = out_oriented
+    if rewriter.problems and strict:
+        raise ValueError(
+            f"make_invariant(orientations={orientations}) cannot keep the orientation "
+            f"structure of {model.name}:\n  " + "\n  ".join(rewriter.problems) +
+            "\nPass strict=False to leave those layers as they are.")
+    if isinstance(model, tf.keras.Sequential):
+        out = tensors[(model.layers[-1].name, 0)]
+    else:
+        out = [tensors[(name, index)] for name, _, index in model.get_config()["output_layers"]]
+        out = out if len(out) > 1 else out[0]
+    new_model = tf.keras.Model(inputs if len(inputs) > 1 else inputs[0], out, name=model.name)
+    _transfer_weights(model, new_model, new_layers, orientations)
+    return new_model
+
+
+def _transfer_weights(model, new_model, new_layers, k):
+    for layer in model.layers:
+        new = new_layers.get(layer.name)
+        if new is None or isinstance(layer, tf.keras.layers.InputLayer):
+            continue
+        old, target = layer.get_weights(), new.get_weights()
+        if [w.shape for w in old] == [w.shape for w in target]:
+            new.set_weights(old)
+        elif isinstance(new, (OrientationBatchNormalization, OrientationPReLU)):
+            new.set_weights([np.reshape(w, (-1, k)).mean(axis=1) for w in old])

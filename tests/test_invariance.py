@@ -1,0 +1,354 @@
+"""Quarter-turn invariant CBCNs (docs/METHOD.md §12): layers against NumPy references, exact
+invariance of every zoo model at even and odd sizes, each symmetry break switched back one at a
+time, serialisation and LCE export."""
+import itertools
+import math
+
+import cbcn_tf  # noqa: F401  (Keras 2 before tensorflow)
+import larq as lq
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from cbcn_tf import cif
+from cbcn_tf import invariance as inv
+from cbcn_tf.converters import export_lce
+from cbcn_tf.invariance import make_invariant
+from cbcn_tf.models import blocks, cbcnify, create_model
+from cbcn_tf.models.resnet import resnet
+from cbcn_tf.summary import is_binary_layer
+
+PARTS = ("stem", "norm", "activation", "shortcut", "downsample", "pool")
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    tf.keras.utils.set_random_seed(0)
+
+
+def rotate(x, turns):
+    """Images (N, H, W, C) turned clockwise by ``turns`` quarter turns."""
+    return np.ascontiguousarray(np.rot90(x, -turns, axes=(1, 2)))
+
+
+def rotate_oriented(x, turns, k=4):
+    """Feature maps turned clockwise, orientation channels c * K + k rolled by turns * K / 4."""
+    n, h, w, c = x.shape
+    y = rotate(x, turns)
+    return np.roll(y.reshape(*y.shape[:3], c // k, k), turns * k // 4, axis=-1).reshape(y.shape)
+
+
+def randomize(model, seed=0):
+    """Non-trivial BN statistics / parameters and PReLU slopes (per channel or per map)."""
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            g, b, m, v = (w.shape for w in layer.get_weights())
+            layer.set_weights([rng.uniform(0.5, 1.5, g), rng.normal(0, 0.3, b),
+                               rng.normal(0, 0.3, m), rng.uniform(0.5, 1.5, v)])
+        elif isinstance(layer, (tf.keras.layers.PReLU, inv.OrientationPReLU)):
+            layer.set_weights([rng.uniform(0.05, 0.5, w.shape) for w in layer.get_weights()])
+    return model
+
+
+def logits(model, x):
+    """Pre-softmax outputs: the classifier applied to its input, in float64."""
+    dense = model.get_layer("predictions")
+    features = tf.keras.Model(model.input, dense.input)(x, training=False).numpy()
+    kernel, bias = dense.get_weights()
+    return features.astype(np.float64) @ kernel + bias
+
+
+def rotation_error(model, seed=1, turns=(1, 2, 3)):
+    """max |logits(rot(x)) - logits(x)| over the turns, one forward pass for all of them."""
+    x = np.random.default_rng(seed).normal(size=(2, *model.input_shape[1:])).astype(np.float32)
+    out = logits(model, np.concatenate([x] + [rotate(x, t) for t in turns]))
+    out = out.reshape(1 + len(turns), len(x), -1)
+    return float(np.abs(out[1:] - out[0]).max())
+
+
+def small(name, size, invariant=True, orientations=4, **kwargs):
+    channels = 1 if name == "cbcn_lenet" else 3
+    kwargs = {**dict(kernel_stage=(2, 2, 2, 2), input_shape=(size, size, channels),
+                     orientations=orientations, num_classes=5, invariant=invariant), **kwargs}
+    return randomize(create_model(name, **kwargs))
+
+
+_CACHE = {}
+
+
+def zoo(name, size, invariant=True, **kwargs):
+    """``small`` for tests that only read the model (built once per module)."""
+    key = (name, size, repr(invariant), repr(sorted(kwargs.items())))
+    if key not in _CACHE:
+        _CACHE[key] = small(name, size, invariant, **kwargs)
+    return _CACHE[key]
+
+
+def tiny(size=16, invariant=True, orientations=4, kind="cbcn", convs=1, **kwargs):
+    """The zoo's blocks, two stages of one block (strides 1, 2): every part, fast to build."""
+    conv = blocks.BinaryConv(kind, orientations if kind == "cbcn" else 1,
+                             kernel_quantizer="gaussian_sign" if kind == "cbcn"
+                             else "magnitude_aware_sign")
+    model = resnet(name="tiny", input_shape=(size, size, 3), num_classes=5, conv=conv,
+                   stem="cifar", stem_width=2 * orientations,
+                   stage_widths=(2 * orientations, 2 * orientations), strides=(1, 2),
+                   blocks_per_stage=1, convs_per_block=convs)
+    if kind == "xnor":
+        return randomize(cbcnify(model, orientations, invariant=invariant, **kwargs))
+    return randomize(make_invariant(model, orientations, invariant, **kwargs))
+
+
+# ------------------------------------------------------------------------ layer references
+def test_lift_kernel_is_k_rotated_copies():
+    w = np.random.default_rng(0).normal(size=(3, 3, 2, 5)).astype(np.float32)
+    lifted = inv.lift_kernel(w, 4).numpy()
+    for o, r in itertools.product(range(5), range(4)):
+        np.testing.assert_array_equal(lifted[:, :, :, o * 4 + r], np.rot90(w[:, :, :, o], -r))
+
+
+def test_lifting_conv_equivariance_and_binary_form():
+    x = np.random.default_rng(1).normal(size=(2, 9, 9, 3)).astype(np.float32)
+    for kwargs in ({}, dict(input_quantizer="ste_sign", kernel_quantizer="ste_sign",
+                            scale="layer_mean", pad_values=1.0), dict(use_bias=True)):
+        layer = inv.LiftingConv2D(3, 3, orientations=4, **kwargs)
+        layer.build(x.shape)
+        if layer.bias is not None:
+            layer.bias.assign([0.5, -1.0, 2.0])
+        np.testing.assert_allclose(layer(rotate(x, 1)).numpy(),
+                                   rotate_oriented(layer(x).numpy(), 1), atol=1e-5)
+    # binary: the kernel it convolves with is alpha * sign(lifted W), input signed, +1 padding
+    w = layer_w = inv.LiftingConv2D(2, 3, orientations=4, input_quantizer="ste_sign",
+                                    kernel_quantizer="ste_sign", scale="layer_mean",
+                                    pad_values=1.0)
+    layer_w.build(x.shape)
+    kernel = layer_w.kernel.latent_variable.numpy()
+    expected_kernel = inv.lift_kernel(np.where(kernel >= 0, 1.0, -1.0), 4).numpy() * np.abs(
+        kernel).mean()
+    padded = np.pad(np.where(x >= 0, 1.0, -1.0), ((0, 0), (1, 1), (1, 1), (0, 0)),
+                    constant_values=1.0)
+    expected = tf.nn.conv2d(padded.astype(np.float32), expected_kernel.astype(np.float32), 1,
+                            "VALID").numpy()
+    np.testing.assert_allclose(w(x).numpy(), expected, atol=1e-5)
+
+
+def test_circulant_conv_is_the_float_cif():
+    x = np.random.default_rng(2).normal(size=(2, 5, 5, 8)).astype(np.float32)
+    layer = inv.CirculantConv2D(3, 3, orientations=4, use_bias=True)
+    layer.build(x.shape)
+    layer.bias.assign([0.1, 0.2, 0.3])
+    kernel = layer.kernel.numpy()
+    assert kernel.shape == (3, 3, 2, 4, 3)
+    expected = tf.nn.conv2d(x, cif.expand_kernel(kernel, 4), 1, "SAME").numpy()
+    np.testing.assert_allclose(layer(x).numpy(), expected + np.repeat([0.1, 0.2, 0.3], 4),
+                               atol=1e-5)
+    np.testing.assert_allclose(layer(rotate_oriented(x, 1)).numpy(),
+                               rotate_oriented(layer(x).numpy(), 1), atol=1e-5)
+
+
+def test_orientation_batch_norm_shares_statistics_and_parameters():
+    rng = np.random.default_rng(3)
+    x = rng.normal(2.0, 3.0, size=(4, 3, 3, 8)).astype(np.float32)
+    layer = inv.OrientationBatchNormalization(4, momentum=0.5)
+    layer.build(x.shape)
+    gamma, beta = rng.uniform(0.5, 2, 2), rng.normal(size=2)
+    layer.set_weights([gamma, beta, np.zeros(2), np.ones(2)])
+    grouped = x.reshape(4, 3, 3, 2, 4)
+    mean, var = grouped.mean(axis=(0, 1, 2, 4)), grouped.var(axis=(0, 1, 2, 4))
+    expected = ((grouped - mean[:, None]) / np.sqrt(var[:, None] + 1e-5) * gamma[:, None]
+                + beta[:, None]).reshape(x.shape)
+    np.testing.assert_allclose(layer(x, training=True).numpy(), expected, atol=1e-4)
+    moving_mean, moving_var = layer.moving_mean.numpy(), layer.moving_variance.numpy()
+    np.testing.assert_allclose(moving_mean, 0.5 * mean, rtol=1e-5)
+    np.testing.assert_allclose(moving_var, 0.5 + 0.5 * var, rtol=1e-4)
+    expected = ((grouped - moving_mean[:, None]) / np.sqrt(moving_var[:, None] + 1e-5)
+                * gamma[:, None] + beta[:, None]).reshape(x.shape)
+    np.testing.assert_allclose(layer(x, training=False).numpy(), expected, atol=1e-4)
+
+
+def test_orientation_prelu_and_pooling_references():
+    x = np.random.default_rng(4).normal(size=(2, 3, 3, 8)).astype(np.float32)
+    prelu = inv.OrientationPReLU(4)
+    prelu.build(x.shape)
+    prelu.set_weights([np.array([0.1, 0.7])])
+    slopes = np.repeat([0.1, 0.7], 4)
+    np.testing.assert_allclose(prelu(x).numpy(), np.where(x > 0, x, slopes * x), atol=1e-6)
+    grouped = x.reshape(2, 3, 3, 2, 4)
+    np.testing.assert_array_equal(inv.OrientationPooling(4)(x).numpy(), grouped.max(-1))
+    np.testing.assert_allclose(inv.OrientationPooling(4, "mean")(x).numpy(), grouped.mean(-1),
+                               atol=1e-6)
+
+
+@pytest.mark.parametrize("padding", ["same", "valid"])
+def test_grid_is_symmetric_against_window_sets(padding):
+    """Brute force: the windows TF samples, as index sets, are closed under i -> n - 1 - i."""
+    for size, window, stride in itertools.product(range(1, 20), range(1, 6), range(1, 4)):
+        if padding == "same":
+            out = math.ceil(size / stride)
+            before = max((out - 1) * stride + window - size, 0) // 2
+        else:
+            out = (size - window) // stride + 1
+            before = 0
+        if out < 1:
+            continue
+        windows = {tuple(i for i in range(j * stride - before, j * stride - before + window)
+                         if 0 <= i < size) for j in range(out)}
+        # padding cells are outside [0, size); a window is symmetric only with its padding
+        padded = {(j * stride - before, j * stride - before + window - 1) for j in range(out)}
+        mirrored = {(size - 1 - b, size - 1 - a) for a, b in padded}
+        expected = padded == mirrored
+        assert inv.grid_is_symmetric(size, window, stride, padding) == expected, (
+            size, window, stride, windows)
+
+
+# ---------------------------------------------------------------------- exact invariance
+EXACT = [  # every fixed square size is exact; these cover even and odd maps at every stride
+    ("cbcn_resnet18", 16), ("cbcn_resnet18", 17), ("cbcn_resnet18_imagenet", 32),
+    ("cbcn_resnet18_imagenet", 33), ("cbcn_lenet", 28), ("cbcn_lenet", 17),
+    ("cbcn_wrn22", 15), ("cbcn_wrn40", 8),
+]
+
+
+@pytest.mark.parametrize("name,size", EXACT)
+def test_zoo_models_are_invariant_to_quarter_turns(name, size):
+    assert rotation_error(zoo(name, size)) < 1e-4
+
+
+@pytest.mark.parametrize("name,size", [("cbcn_resnet18", 16), ("cbcn_lenet", 28)])
+def test_full_precision_twins_are_invariant(name, size):
+    model = small(name, size, binary=False)
+    assert not any(is_binary_layer(layer) for layer in model.layers)
+    assert rotation_error(model) < 1e-4
+
+
+def test_mean_orientation_pooling_is_invariant():
+    assert rotation_error(tiny(invariant={"pool": "mean"})) < 1e-4
+
+
+def test_binary_stem_is_invariant_and_binary():
+    model = zoo("cbcn_resnet18", 17, invariant={"stem": "binary"})
+    assert is_binary_layer(model.get_layer("stem_conv"))
+    assert rotation_error(model) < 1e-4
+
+
+@pytest.mark.parametrize("orientations,turns", [(8, (1, 2, 3)), (2, (2,))])
+def test_other_orientation_counts(orientations, turns):
+    """K = 8 is invariant to quarter turns too (two 45-degree steps); K = 2 to half turns."""
+    model = tiny(orientations=orientations)
+    assert rotation_error(model, turns=turns) < 1e-4
+    if orientations == 2:  # a quarter turn is not a symmetry of K = 2
+        assert rotation_error(model, turns=(1,)) > 1e-2
+
+
+def test_invariant_after_training_steps():
+    """Training-mode BN (statistics shared over orientations) and updated weights keep it."""
+    model = small("cbcn_lenet", 16, dropout=0.0)
+    optimizer = tf.keras.optimizers.SGD(0.1)
+    rng = np.random.default_rng(5)
+    x = rng.normal(1.0, 2.0, size=(8, 16, 16, 1)).astype(np.float32)
+    y = rng.integers(0, 5, 8)
+    for _ in range(3):
+        with tf.GradientTape() as tape:
+            loss = tf.keras.losses.sparse_categorical_crossentropy(y, model(x, training=True))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    bn = model.get_layer("conv2_bn")
+    assert bn.moving_mean.shape == (2,) and not np.allclose(bn.moving_mean.numpy(), 0.0)
+    assert rotation_error(model) < 1e-4
+
+
+@pytest.mark.parametrize("part", PARTS)
+def test_each_symmetry_break_switched_back_fails(part):
+    """The invariance test fails when any one part is switched back to the plain layer."""
+    assert rotation_error(tiny()) < 1e-4
+    assert rotation_error(tiny(invariant={part: None if part in ("stem", "pool") else False})
+                          ) > 1e-2
+
+
+def test_odd_sizes_need_only_the_shortcut_pools():
+    """At 17x17 every stride-2 conv is already symmetric; the 2x2 shortcut pools are not."""
+    broken = tiny(17, invariant={"downsample": False})
+    assert rotation_error(broken) > 1e-2
+    fixed = tiny(17)
+    assert fixed.get_layer("stage2_block1_conv1").strides == (2, 2)
+    assert fixed.get_layer("stage2_block1_shortcut_pool").pool_size == (3, 3)
+    even = tiny(16)  # on even maps: a stride-1 conv, then aligned 2x2 average pooling
+    assert even.get_layer("stage2_block1_conv1").strides == (1, 1)
+    assert even.get_layer("stage2_block1_conv1_pool").pool_size == (2, 2)
+
+
+def test_plain_models_are_not_invariant():
+    assert rotation_error(tiny(17, invariant=False)) > 1e-2
+
+
+@pytest.mark.parametrize("convs", [1, 2])
+def test_cbcnify_invariant(convs):
+    """cbcnify(..., invariant=True) on an XNOR net (doubled shortcuts / basic blocks)."""
+    model = tiny(kind="xnor", convs=convs)
+    assert sum(isinstance(layer, cbcn_tf.CBConv2D) for layer in model.layers) == 2 * convs
+    assert rotation_error(model) < 1e-4
+
+
+# --------------------------------------------------------------------- defaults, errors
+def test_defaults_unchanged():
+    plain = create_model("cbcn_resnet18", kernel_stage=(2, 2, 2, 2))
+    assert not any(type(layer).__module__ == inv.__name__ for layer in plain.layers)
+
+
+def test_errors_name_the_problem():
+    xnor = resnet(name="xnor", input_shape=(8, 8, 3), num_classes=5,
+                  conv=blocks.BinaryConv("xnor", kernel_quantizer="magnitude_aware_sign"),
+                  stem="cifar", stem_width=8, stage_widths=(8,), strides=(2,),
+                  blocks_per_stage=1)
+    with pytest.raises(ValueError, match="cbcnify"):
+        make_invariant(xnor, 4)
+    with pytest.raises(ValueError, match="Unknown invariance option"):
+        create_model("cbcn_lenet", invariant={"nrom": False})
+    with pytest.raises(ValueError, match="fixed input_shape"):
+        create_model("cbcn_lenet", kernel_stage=(2, 2, 2, 2), input_shape=(None, None, 1),
+                     invariant=True)
+
+
+# ------------------------------------------------------------------------ serialisation
+def test_layers_get_config_round_trip():
+    layers = [inv.LiftingConv2D(2, 3, orientations=4, input_quantizer="ste_sign",
+                                kernel_quantizer="ste_sign", scale="channel_mean",
+                                use_bias=True),
+              inv.CirculantConv2D(2, 1, orientations=4, use_bias=True),
+              inv.OrientationBatchNormalization(4, momentum=0.8),
+              inv.OrientationPReLU(4), inv.OrientationPooling(4, "mean")]
+    for layer in layers:
+        clone = tf.keras.layers.deserialize(tf.keras.layers.serialize(layer))
+        assert type(clone) is type(layer)
+        assert clone.get_config() == layer.get_config()
+
+
+def test_invariant_model_saves_and_loads(tmp_path):
+    model = tiny(9)
+    kinds = {type(layer).__name__ for layer in model.layers}
+    assert {"LiftingConv2D", "CirculantConv2D", "OrientationBatchNormalization",
+            "OrientationPReLU", "OrientationPooling"} <= kinds
+    path = str(tmp_path / "model.h5")
+    model.save(path)
+    loaded = tf.keras.models.load_model(path)
+    x = np.random.default_rng(6).normal(size=(2, 9, 9, 3)).astype(np.float32)
+    np.testing.assert_allclose(loaded(x).numpy(), model(x).numpy(), atol=1e-6)
+
+
+# --------------------------------------------------------------------------------- export
+@pytest.mark.parametrize("name,size,options", [
+    ("cbcn_resnet18", 16, True), ("cbcn_resnet18", 17, {"stem": "binary"}),
+    ("cbcn_resnet18_imagenet", 32, True),
+])
+def test_invariant_models_export_to_lce(tmp_path, name, size, options):
+    """Even maps (stride-1 bconv + 2x2 pool, 4x4 max-pool), odd maps (stride-2 bconv with
+    TF-SAME (1, 1) padding) and the binary lifting stem all become LceBconv2d ops; the
+    flatbuffer matches Keras."""
+    model = zoo(name, size, invariant=options)
+    path = tmp_path / "model.tflite"
+    result = export_lce(model, path)
+    binary = [layer.name for layer in model.layers
+              if isinstance(layer, lq.layers.QuantConv2D) and is_binary_layer(layer)]
+    assert result.ops["LceBconv2d"] == len(binary) == len(result.binary_layers) > 0
+    assert result.float_binary_layers == () and result.parity.ok
+    assert result.parity.mismatched == 0, result.parity
