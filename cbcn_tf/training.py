@@ -158,7 +158,10 @@ def lr_schedule(config: config_lib.TrainConfig):
     base = scaled_lr(config)
 
     def schedule(epoch: int, current_lr=None) -> float:
-        return base * config.lr_gamma ** sum(epoch >= m for m in milestones)
+        rate = base * config.lr_gamma ** sum(epoch >= m for m in milestones)
+        if epoch < config.lr_warmup_epochs:  # linear warm-up (config key lr_warmup_epochs)
+            rate *= (epoch + 1) / (config.lr_warmup_epochs + 1)
+        return rate
 
     return schedule
 
@@ -250,8 +253,12 @@ def make_optimizer(config: config_lib.TrainConfig) -> tf.keras.optimizers.Optimi
     return tf.keras.optimizers.Adam(config.lr)
 
 
-def compile_for_classification(model: tf.keras.Model, optimizer=None) -> None:
-    """Compile with cross-entropy, top-1 ("accuracy") and top-5 ("top5") metrics."""
+def compile_for_classification(model: tf.keras.Model, optimizer=None, *,
+                               jit_compile: bool = False, steps_per_execution: int = 1) -> None:
+    """Compile with cross-entropy, top-1 ("accuracy") and top-5 ("top5") metrics.
+
+    ``jit_compile`` and ``steps_per_execution`` are Keras' (config keys of the same names).
+    """
     classifier = model.classifier if isinstance(model, CenterLossModel) else model
     num_classes = classifier.output_shape[-1]
     from_logits = not _ends_in_softmax(classifier)
@@ -262,6 +269,7 @@ def compile_for_classification(model: tf.keras.Model, optimizer=None) -> None:
             tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
             tf.keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
         ],
+        jit_compile=jit_compile, steps_per_execution=steps_per_execution,
     )
 
 
@@ -531,7 +539,9 @@ def _setup(config, strategy, output_dir, workdir, chief, verbose, created):
         if config.center_loss_epochs:
             fit_model = CenterLossModel(model, weight=0.0, alpha=config.center_loss_alpha)
             fit_model(tf.zeros([1, *model.input_shape[1:]]))  # build it for BackupAndRestore
-        compile_for_classification(fit_model, make_optimizer(config))
+        compile_for_classification(fit_model, make_optimizer(config),
+                                   jit_compile=config.jit_compile,
+                                   steps_per_execution=config.steps_per_execution)
     if start_epoch > 0:
         _check_backup_matches(fit_model, backup_dir)
     train_data, eval_data, steps = _training_data(config, strategy, start_epoch, verbose)
@@ -782,7 +792,8 @@ def make_input_fn(config: config_lib.TrainConfig, *, training: bool, epochs=None
     ``training=False`` reads ``config.eval_split`` (rotated under ``rotate_train``, fixed seed).
     """
     common = dict(data_dir=config.data_dir, validation_fraction=config.validation_fraction,
-                  batch_size=config.batch_size, drop_remainder=drop_remainder)
+                  batch_size=config.batch_size, drop_remainder=drop_remainder,
+                  cache=config.cache)
 
     def input_fn(context):
         if verbose:
