@@ -41,20 +41,21 @@ def resnet(*, name: str, input_shape, num_classes: int, conv: blocks.BinaryConv,
 
 
 def _cifar_resnet18(name, *, conv, input_shape, num_classes, orientations, binary, weights,
-                    kernel_stage, blocks_per_stage, convs_per_block):
+                    kernel_stage, blocks_per_stage, convs_per_block, bn="before"):
     widths = blocks.feature_widths(kernel_stage, orientations, 4)
     model = resnet(name=name if binary else f"{name}_float",
                    input_shape=input_shape or CIFAR_INPUT_SHAPE, num_classes=num_classes,
                    conv=conv, stem="cifar", stem_width=widths[0], stage_widths=widths,
                    strides=(1, 2, 2, 2), blocks_per_stage=blocks_per_stage,
-                   convs_per_block=convs_per_block)
+                   convs_per_block=convs_per_block, bn=bn)
     return load_weights(model, weights)
 
 
 @register_model
 def cbcn_resnet18(*, input_shape=None, num_classes=10, orientations=4, binary=True,
                   weights=None, kernel_stage=(16, 16, 32, 64), input_quantizer="approx_sign",
-                  kernel_quantizer="gaussian_sign") -> tf.keras.Model:
+                  kernel_quantizer="gaussian_sign", scale="layer_mean", kernel_initializer=None,
+                  bn="before") -> tf.keras.Model:
     """CBCN ResNet18 for CIFAR (SPEC 4): 16 blocks ``PReLU(CBConv(BN(x)) + shortcut(x))``.
 
     Stem conv3x3 -> ``kernel_stage[0] * K`` (full precision), BN, PReLU; four stages of four
@@ -70,6 +71,9 @@ def cbcn_resnet18(*, input_shape=None, num_classes=10, orientations=4, binary=Tr
         weights: path of a ``save_weights`` file to load.
         kernel_stage: learned maps per stage (the stem uses the first).
         input_quantizer / kernel_quantizer: sign gradients of the CBConv2D layers.
+        scale / kernel_initializer: of the CBConv2D layers (see ``CBConv2D``; None: its
+            default He normal on W's fan-in, the released code's).
+        bn: "before" (``CBConv(BN(x))``, released code) or "after" (``BN(CBConv(x))``).
 
     Published (CIFAR-10 accuracy, 16-16-32-64, K = 4, SPEC 6): 89.10 with ApproxSign weights,
     90.22 with the Gaussian (this default), 90.83 with center loss fine-tuning; K = 2: 85.79,
@@ -84,11 +88,11 @@ def cbcn_resnet18(*, input_shape=None, num_classes=10, orientations=4, binary=Tr
         (None, 10)
     """
     conv = blocks.BinaryConv("cbcn" if binary else "float", orientations, input_quantizer,
-                             kernel_quantizer)
+                             kernel_quantizer, scale=scale, kernel_initializer=kernel_initializer)
     return _cifar_resnet18("cbcn_resnet18", conv=conv, input_shape=input_shape,
                            num_classes=num_classes, orientations=orientations, binary=binary,
                            weights=weights, kernel_stage=kernel_stage, blocks_per_stage=4,
-                           convs_per_block=1)
+                           convs_per_block=1, bn=bn)
 
 
 @register_model
