@@ -249,6 +249,128 @@ def ledger_section(rows) -> list:
     return lines
 
 
+SLOW_START_PNG = os.path.join(RESULTS, "slow_start.png")
+SLOW_START_TEXT = os.path.join(RESULTS, "slow_start_notes.md")
+
+
+def _curve(row):
+    return [float(v) for v in row["val_curve"].split()] if row.get("val_curve") else []
+
+
+def slow_start_section(rows, png=SLOW_START_PNG) -> list:
+    """Validation curves of the ablation arms: early epochs per arm (mean over seeds), the
+    final score, and verdicts against the paper-faithful CBCN; plus a figure."""
+    groups = {k: v for k, v in group_rows(rows).items() if k[0] == "ablation_digits"}
+    if not groups:
+        return []
+    arms = {}
+    for (_, stage, _, epochs), by_arm in sorted(groups.items()):
+        for arm, arm_rows in by_arm.items():
+            arms[arm] = (stage, epochs, arm_rows)
+    base = arms.get("cbcn")
+    early = (1, 2, 3, 4)
+    lines = ["## Why does CBCN start slowly? Ablations on a validation split", "",
+             "Digits (`digits_demo` recipe: Adam lr 0.005, batch 32, 16 epochs, kernel stage "
+             "4-4-8-16, K = 4), trained on 80% of the training split and scored on the other "
+             "20% (`validation_fraction=0.2`); the test split is not used. Each arm changes one "
+             "thing of the paper-faithful CBCN (`cbcn`), the last three are the references at "
+             "the same feature widths. Command: `python benchmarks/reproduce.py --only ablation "
+             "--ledger benchmarks/results/ablation.csv` (rows in that file).", "",
+             "| arm | kernel stage | n | " + " | ".join(f"val top-1 % after epoch {e}"
+                                                      for e in early)
+             + " | final val top-1 % | epoch 3 vs cbcn | final vs cbcn |",
+             "|---|---|---:|" + "---:|" * len(early) + "---:|---|---|"]
+    for arm, (stage, epochs, arm_rows) in arms.items():
+        curves = [_curve(r) for r in arm_rows]
+        cells = []
+        for e in early:
+            values = [c[e - 1] for c in curves if len(c) >= e]
+            cells.append(_fmt(values, "accuracy") if values else "")
+        final = _scores(arm_rows, "upright")
+        if base is None or arm == "cbcn":
+            v3 = vfinal = ""
+        else:
+            b_curves = [_curve(r) for r in base[2]]
+            v3 = verdict([c[2] for c in curves if len(c) > 2], [c[2] for c in b_curves if len(c) > 2])
+            vfinal = verdict(final, _scores(base[2], "upright"))
+        lines.append(f"| {arm} | {stage} | {len(arm_rows)} | " + " | ".join(cells)
+                     + f" | {_fmt(final, 'accuracy')} | {v3} | {vfinal} |")
+    lines += ["", "Verdicts compare every seed of the arm with every seed of `cbcn` "
+              "(\"holds\": the arm is above in every seed).", ""]
+    if png:
+        _plot_slow_start(arms, png)
+        lines += [f"![validation curves of the ablation arms](benchmarks/results/"
+                  f"{os.path.basename(png)})", ""]
+    if os.path.exists(SLOW_START_TEXT):
+        lines += [open(SLOW_START_TEXT).read().strip(), ""]
+    return lines
+
+
+def _plot_slow_start(arms, png):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5))
+    cmap = plt.get_cmap("tab20")
+    for index, (arm, (_, _, arm_rows)) in enumerate(arms.items()):
+        color = cmap(index % 20)
+        style = "-" if arm in ("cbcn", "k1_same_widths", "xnor_doubled", "fp") else "--"
+        for ax, last in zip(axes, (5, None)):
+            for n, row in enumerate(arm_rows):
+                curve = _curve(row)[:last]
+                ax.plot(range(1, len(curve) + 1), curve, style, color=color, alpha=0.8,
+                        linewidth=2.2 if arm == "cbcn" else 1.2, label=arm if n == 0 else None)
+    axes[0].set(title="first epochs (every seed)", xlabel="epoch", ylabel="validation top-1")
+    axes[1].set(title="all epochs", xlabel="epoch")
+    for ax in axes:
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="lower right")
+    fig.suptitle("Digits, CBCN K = 4 ablations (validation split)")
+    fig.tight_layout()
+    tmp = png + ".tmp.png"
+    fig.savefig(tmp, dpi=100)
+    plt.close(fig)
+    os.replace(tmp, png)
+
+
+DEMO_SPREAD = os.path.join(HERE, "..", "cbcn_tf", "demo_spread.json")
+DEMO_LABELS = {"cbcn": "CBCN K=4", "xnor": "XNOR K=1", "float": "Full precision"}  # demo.ARMS
+
+
+def demo_spread(rows):
+    """What ``cbcn demo`` prints beside its one run: per arm the scores of every seed of the
+    demo's setting in the ledger, and the verdicts of the demo's claims (None: no demo cells)."""
+    groups = {k: v for k, v in group_rows(rows).items() if k[0] == "demo_digits"}
+    if not groups:
+        return None
+    (_, _, _, epochs), arms = max(groups.items(), key=lambda item: sum(map(len, item[1].values())))
+    spread = dict(recipe="digits_demo", epochs=int(epochs),
+                  command="python benchmarks/reproduce.py --only demo", arms=[], claims=[])
+    for arm, label in DEMO_LABELS.items():
+        if arm in arms:
+            spread["arms"].append(dict(arm=arm, label=label,
+                                       seeds=[int(r["seed"]) for r in arms[arm]],
+                                       top1=_scores(arms[arm], "upright"),
+                                       rot_top1=_scores(arms[arm], "rotated")))
+    for table, _, _, score, better, worse, text in CLAIMS:
+        if table == "demo_digits" and better in arms and worse in arms:
+            spread["claims"].append(dict(text=text, verdict=verdict(
+                _scores(arms[better], score), _scores(arms[worse], score))))
+    return spread
+
+
+def write_demo_spread(rows, path=DEMO_SPREAD):
+    spread = demo_spread(rows)
+    if spread is None:
+        return
+    tmp = path + ".tmp"
+    with open(tmp, "w") as handle:
+        handle.write(json.dumps(spread, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
 def _group_of(table):
     return {"table2_mnist": "mnist", "tables3_4_cifar10": "cifar10", "demo_digits": "demo",
             "ablation_digits": "ablation"}[table]
@@ -281,8 +403,11 @@ def main():
                 f"{result['float_bytes'] / result['lce_bytes']:.1f}x | `{latency['command']}` |")
     lines.append("")
 
+    ablation = _csv("ablation.csv") or []
     lines += ledger_section(ledger)
-    for name in ("speedup.md", "slow_start.md"):  # written by other benchmarks, if present
+    lines += slow_start_section(ablation)
+    write_demo_spread(ledger)
+    for name in ("speed_options.md",):  # written by other benchmarks, if present
         path = os.path.join(RESULTS, name)
         if os.path.exists(path):
             lines += [open(path).read().strip(), ""]

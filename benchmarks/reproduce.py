@@ -163,8 +163,27 @@ def demo_cells(epochs=None, seeds=None):
     return _seed_major(cells)
 
 
-# Ablations of the slow start (digits, validation split carved from train; filled in below).
-ABLATIONS = {}
+# Ablations of the slow start: arm -> (overrides of the digits_demo recipe, kernel stage or None
+# for the recipe's 4-4-8-16). Digits, validation split carved from train (never the test split).
+# The first arm is the paper-faithful CBCN; every other arm changes one thing, and the K = 1,
+# XNOR and full-precision arms are the references at the same feature widths.
+_FAN_IN_K4 = "{class_name: VarianceScaling, config: {scale: 0.5, mode: fan_in, distribution: untruncated_normal}}"
+_FAN_IN_X4 = "{class_name: VarianceScaling, config: {scale: 8.0, mode: fan_in, distribution: untruncated_normal}}"
+ABLATIONS = {
+    "cbcn": ([], None),
+    "scale_channel_mean": (["model_kwargs.scale=channel_mean"], None),
+    "scale_none": (["model_kwargs.scale=null"], None),
+    "quantizer_approx_sign": (["model_kwargs.kernel_quantizer=approx_sign"], None),
+    "quantizer_ste_sign": (["model_kwargs.kernel_quantizer=ste_sign"], None),
+    # W's std divided by sqrt(K) (He fan-in scaled for the K-fold reuse) / multiplied by 2.
+    "init_std_div_sqrtK": ([f"model_kwargs.kernel_initializer={_FAN_IN_K4}"], None),
+    "init_std_x2": ([f"model_kwargs.kernel_initializer={_FAN_IN_X4}"], None),
+    "bn_after": (["model_kwargs.bn=after"], None),
+    "lr_warmup_2": (["lr_warmup_epochs=2"], None),
+    "k1_same_widths": (["model_kwargs.orientations=1"], (16, 16, 32, 64)),
+    "xnor_doubled": (["model=xnor_resnet18_doubled"], None),
+    "fp": (["model_kwargs.binary=false"], None),
+}
 
 
 def ablation_cells(epochs=None, seeds=None):

@@ -177,3 +177,25 @@ def test_estimates_ignore_smoke_runs_and_scale_other_kernel_stages():
     half = _row(arm="a", stage="2-2-4-8", seconds=300.0)
     assert reproduce.estimate_seconds(cell, [half]) == pytest.approx(
         10 * 600 + reproduce.OVERHEAD_SECONDS["mnist"])
+
+
+def test_demo_prints_the_seed_spread_written_from_the_ledger(tmp_path):
+    from cbcn_tf import demo
+
+    rows = []
+    for arm, scores in (("cbcn", (0.95, 0.96, 0.97)), ("xnor", (0.90, 0.91, 0.92)),
+                        ("float", (0.96, 0.98, 0.99))):
+        rows += [dict(_row(table="demo_digits", arm=arm, seed=s, epochs=16, top1=t, rot=t - 0.3))
+                 for s, t in enumerate(scores)]
+    rows.append(dict(_row(table="demo_digits", arm="cbcn", seed=9, epochs=16, top1=0.1),
+                     steps_per_epoch="2"))  # a smoke run: ignored
+    path = tmp_path / "spread.json"
+    report.write_demo_spread(rows, str(path))
+    lines = demo.seed_spread_lines(16, path=str(path))
+    text = "\n".join(lines)
+    assert "CBCN K=4        top-1 0.9600 ± 0.0100 (0.9500..0.9700)" in text
+    assert "n = 3" in text and "n = 4" not in text
+    assert "CBCN beats XNOR on the digits: holds: every seed above every seed" in text
+    assert "full precision beats CBCN on the digits: within seed noise" in text
+    assert "measured for 16 epochs, not 3" in demo.seed_spread_lines(3, path=str(path))[0]
+    assert "No seed spread" in demo.seed_spread_lines(16, path=str(tmp_path / "none.json"))[0]
