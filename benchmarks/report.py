@@ -371,6 +371,34 @@ def write_demo_spread(rows, path=DEMO_SPREAD):
     os.replace(tmp, path)
 
 
+def speed_section(path) -> list:
+    """Training step time of the CIFAR CBCN under the speed options (speed_options.py)."""
+    if not os.path.exists(path):
+        return []
+    result = json.load(open(path))
+    lines = ["## Training speed options (CIFAR-10 CBCN, kernel stage 4-4-8-16, batch 128)", "",
+             f"Command: `{result['command']}`: {result['rounds']} rounds, each timing "
+             f"{result['steps']} training steps of every variant after {result['warmup']} "
+             "untimed ones (shuffle-buffer fill, tracing, XLA compilation), variants interleaved "
+             "in a rotating order; one process, the models built as `cbcn train` builds them. "
+             "1-minute load average during the run: "
+             f"{', '.join(f'{v:.1f}' for v in result['load_average_1min'])} (2 cores, shared "
+             "with the campaign and other jobs, so absolute times are inflated; the ratios "
+             "compare variants under the same load).", "",
+             "| variant | config overrides | ms / step (median) | per round | ratio to default "
+             "(median of rounds) |", "|---|---|---:|---|---:|"]
+    for row in result["results"]:
+        lines.append(f"| {row['variant']} | {' '.join(row['overrides']) or '(none)'} | "
+                     f"{row['median_ms_per_step']:.0f} | "
+                     f"{', '.join(f'{v:.0f}' for v in row['ms_per_step'])} | "
+                     f"{row['median_ratio']:.2f} |")
+    lines.append("")
+    notes = os.path.join(RESULTS, "speed_options_notes.md")
+    if os.path.exists(notes):
+        lines += [open(notes).read().strip(), ""]
+    return lines
+
+
 def _group_of(table):
     return {"table2_mnist": "mnist", "tables3_4_cifar10": "cifar10", "demo_digits": "demo",
             "ablation_digits": "ablation"}[table]
@@ -407,10 +435,7 @@ def main():
     lines += ledger_section(ledger)
     lines += slow_start_section(ablation)
     write_demo_spread(ledger)
-    for name in ("speed_options.md",):  # written by other benchmarks, if present
-        path = os.path.join(RESULTS, name)
-        if os.path.exists(path):
-            lines += [open(path).read().strip(), ""]
+    lines += speed_section(os.path.join(RESULTS, "speed_options.json"))
     if speed:
         lines += ["## Layer overhead: the CiF expansion and CBP", "",
                   "CBConv2D (stores W, expands it to E on every call, CBP as its gradient) against "

@@ -20,20 +20,20 @@ def test_lr_warmup_ramps_linearly_then_follows_the_milestones():
 
 
 def test_speed_options_leave_the_training_curve_unchanged(tmp_path):
-    """Same seed: cache and steps_per_execution give the default's history exactly; XLA
-    (jit_compile) trains too (its float rounding differs, so only its shape is checked)."""
+    """Same seed: cache and steps_per_execution give the default's history. (jit_compile is
+    Keras' own switch, passed through; it is not adopted, see BENCHMARKS.md.)"""
     base = ["epochs=2", "steps_per_epoch=4", "model_kwargs.kernel_stage=[2, 2, 2, 2]",
             "batch_size=16"]
     histories = {}
     for name, extra in (("default", []), ("cache", ["cache=true"]),
-                        ("spe", ["steps_per_execution=2"]), ("jit", ["jit_compile=true"])):
+                        ("spe", ["steps_per_execution=2"])):
         cfg = config_lib.load_config("digits_demo", base + extra)
         result = training.train(cfg, str(tmp_path / name), verbose=0)
         histories[name] = [(row["loss"], row["val_accuracy"]) for row in result.history]
     np.testing.assert_allclose(histories["cache"], histories["default"], rtol=1e-6)
     np.testing.assert_allclose(histories["spe"], histories["default"], rtol=1e-6)
-    assert len(histories["jit"]) == 2 and all(np.isfinite(histories["jit"]).ravel())
-    assert config_lib.read_config(str(tmp_path / "jit" / "config.yaml")).jit_compile is True
+    saved = config_lib.read_config(str(tmp_path / "spe" / "config.yaml"))
+    assert saved.steps_per_execution == 2 and saved.cache is False
 
 
 def test_steps_per_execution_must_be_positive():
@@ -58,3 +58,10 @@ def test_cbcn_resnet18_passes_scale_initializer_and_bn_placement():
     conv = next(layer for layer in default.layers if isinstance(layer, CBConv2D))
     assert conv.scale == "layer_mean" and conv.kernel_initializer.scale == 2.0
     assert isinstance(conv._inbound_nodes[0].inbound_layers, tf.keras.layers.BatchNormalization)
+
+
+def test_compile_passes_the_speed_options_to_keras():
+    model = tf.keras.Sequential([tf.keras.layers.Dense(3, input_shape=(4,))])
+    training.compile_for_classification(model, jit_compile=True, steps_per_execution=3)
+    assert model._jit_compile is True
+    assert int(model._steps_per_execution.numpy()) == 3
