@@ -223,7 +223,7 @@ def ledger_section(rows) -> list:
                     f"{int(float(first['bops'] or 0)):,} | {int(float(first['flops'] or 0)):,} | "
                     f"{statistics.median(speed) if speed else 0:.0f} |")
         lines += ["", "Mean ± sample standard deviation over the n seeds. Split: "
-                  f"{', '.join(sorted({r['score_split'] for a in cells.values() for rs in a.values() for r in rs}))}."
+                  f"{', '.join(sorted({r['score_split'] for r in _all_rows(cells)}))}."
                   " Rotated: the same images rotated (MNIST-rot / digits: uniform in [-45, 45] "
                   "degrees; CIFAR10-rot: [0, 360)), angles fixed by seed 0.", "",
                   "Claims and verdicts (a claim holds only if every seed of one arm is above "
@@ -241,8 +241,7 @@ def ledger_section(rows) -> list:
                     f"- {text} [{stage}, {protocol} training, {score} score, {epochs} epochs]: "
                     f"**{verdict(a, b)}** ({better} {_fmt(a, 'accuracy')} vs {worse} "
                     f"{_fmt(b, 'accuracy')} top-1 %, n = {len(a)} / {len(b)}).")
-        commands = sorted({r["command"].split(" --set seed=")[0] for a in cells.values()
-                           for rs in a.values() for r in rs})
+        commands = sorted({r["command"].split(" --set seed=")[0] for r in _all_rows(cells)})
         lines += ["", f"Produced by `python benchmarks/reproduce.py --only "
                   f"{_group_of(table)}`; each cell is `{commands[0]} ...` with the cell's "
                   "overrides (full command per cell in the ledger's `command` column).", ""]
@@ -291,7 +290,8 @@ def slow_start_section(rows, png=SLOW_START_PNG) -> list:
             v3 = vfinal = ""
         else:
             b_curves = [_curve(r) for r in base[2]]
-            v3 = verdict([c[2] for c in curves if len(c) > 2], [c[2] for c in b_curves if len(c) > 2])
+            v3 = verdict([c[2] for c in curves if len(c) > 2],
+                         [c[2] for c in b_curves if len(c) > 2])
             vfinal = verdict(final, _scores(base[2], "upright"))
         lines.append(f"| {arm} | {stage} | {len(arm_rows)} | " + " | ".join(cells)
                      + f" | {_fmt(final, 'accuracy')} | {v3} | {vfinal} |")
@@ -397,6 +397,10 @@ def speed_section(path) -> list:
     if os.path.exists(notes):
         lines += [open(notes).read().strip(), ""]
     return lines
+
+
+def _all_rows(cells):
+    return [row for arms in cells.values() for arm_rows in arms.values() for row in arm_rows]
 
 
 def _group_of(table):

@@ -167,8 +167,9 @@ def demo_cells(epochs=None, seeds=None):
 # for the recipe's 4-4-8-16). Digits, validation split carved from train (never the test split).
 # The first arm is the paper-faithful CBCN; every other arm changes one thing, and the K = 1,
 # XNOR and full-precision arms are the references at the same feature widths.
-_FAN_IN_K4 = "{class_name: VarianceScaling, config: {scale: 0.5, mode: fan_in, distribution: untruncated_normal}}"
-_FAN_IN_X4 = "{class_name: VarianceScaling, config: {scale: 8.0, mode: fan_in, distribution: untruncated_normal}}"
+_FAN_IN = ("{class_name: VarianceScaling, config: {scale: %s, mode: fan_in, "
+           "distribution: untruncated_normal}}")
+_FAN_IN_K4, _FAN_IN_X4 = _FAN_IN % 0.5, _FAN_IN % 8.0
 ABLATIONS = {
     "cbcn": ([], None),
     "scale_channel_mean": (["model_kwargs.scale=channel_mean"], None),

@@ -368,8 +368,9 @@ def _mnist_idx_split(folder, split):
     paths = [os.path.join(folder, name) for name in (image_file, label_file)]
     for path in paths:
         if not os.path.exists(path):
+            names = ", ".join(n for pair in MNIST_IDX_FILES.values() for n in pair)
             raise ValueError(f"MNIST file {path} is missing; data_dir must hold the four "
-                             f"original IDX files ({', '.join(n for f in MNIST_IDX_FILES.values() for n in f)}).")
+                             f"original IDX files ({names}).")
     images, labels = (read_idx(path, md5=MNIST_IDX_MD5.get(os.path.basename(path)))
                       for path in paths)
     if images.shape[0] != labels.shape[0] or images.shape[1:] != (28, 28):

@@ -142,7 +142,9 @@ def seed_spread_lines(epochs: int, path=None) -> list:
 
 def _mean_std(values):
     mean = float(np.mean(values))
-    return f"{mean:.4f} ± {float(np.std(values, ddof=1)):.4f}" if len(values) > 1 else f"{mean:.4f}"
+    if len(values) < 2:
+        return f"{mean:.4f}"
+    return f"{mean:.4f} ± {float(np.std(values, ddof=1)):.4f}"
 
 
 def format_table(rows) -> str:

@@ -69,7 +69,8 @@ _RESUME_KEYS = ("model", "model_kwargs", "dataset")
 # padding is "same", but the last stages then run on 1x1 maps padded with constants).
 MIN_INPUT_SIZE = {
     "cbcn_resnet18": 8, "xnor_resnet18": 8, "xnor_resnet18_doubled": 8,
-    "cbcn_resnet18_imagenet": 32, "cbcn_lenet": 8, "xnor_lenet": 8, "cbcn_wrn22": 4, "cbcn_wrn40": 4,
+    "cbcn_resnet18_imagenet": 32, "cbcn_lenet": 8, "xnor_lenet": 8, "cbcn_wrn22": 4,
+    "cbcn_wrn40": 4,
 }
 
 

@@ -2,8 +2,8 @@
 
 Models (keyword-only functions, also reachable by name through ``create_model``):
 ``cbcn_resnet18``, ``cbcn_resnet18_imagenet``, ``cbcn_lenet``, ``cbcn_wrn22``, ``cbcn_wrn40``
-and the K = 1 baselines ``xnor_lenet``, ``xnor_resnet18`` / ``xnor_resnet18_doubled``. ``binary=False`` gives
-any model's full-precision twin.
+and the K = 1 baselines ``xnor_lenet``, ``xnor_resnet18`` / ``xnor_resnet18_doubled``.
+``binary=False`` gives any model's full-precision twin.
 
 Example:
     >>> import cbcn_tf

@@ -171,7 +171,8 @@ def test_tiny_campaign_runs_cells_and_skips_them_when_run_again(tmp_path, capsys
 def test_estimates_ignore_smoke_runs_and_scale_other_kernel_stages():
     cell = _cell("a", 1, epochs=10, group="mnist")
     smoke = dict(_row(arm="a", seconds=0.5), steps_per_epoch="3")
-    default = 10 * reproduce.DEFAULT_SECONDS_PER_EPOCH["mnist"] + reproduce.OVERHEAD_SECONDS["mnist"]
+    default = (10 * reproduce.DEFAULT_SECONDS_PER_EPOCH["mnist"]
+               + reproduce.OVERHEAD_SECONDS["mnist"])
     assert reproduce.estimate_seconds(cell, [smoke]) == pytest.approx(default)
     # Measured at half the widths: twice the time per epoch (never below the default).
     half = _row(arm="a", stage="2-2-4-8", seconds=300.0)
