@@ -266,6 +266,7 @@ def slow_start_section(rows, png=SLOW_START_PNG) -> list:
     for (_, stage, _, epochs), by_arm in sorted(groups.items()):
         for arm, arm_rows in by_arm.items():
             arms[arm] = (stage, epochs, arm_rows)
+    arms = dict(sorted(arms.items(), key=lambda item: item[0] != "cbcn"))  # the baseline first
     base = arms.get("cbcn")
     early = (1, 2, 3, 4)
     lines = ["## Why does CBCN start slowly? Ablations on a validation split", "",
