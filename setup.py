@@ -14,7 +14,7 @@ setup(
         "cbcn_tf.models": "models",
         "cbcn_tf.converters": "converters",
     },
-    package_data={"cbcn_tf": ["recipes/*.yaml"]},
+    package_data={"cbcn_tf": ["recipes/*.yaml", "demo_spread.json"]},
     install_requires=[
         "tensorflow>=2.16,<2.22",
         "tf-keras>=2.16,<2.22",

@@ -83,6 +83,8 @@ class TrainConfig:
     nesterov: bool = True
     lr_milestones: tuple[int, ...] = (60, 120, 160)
     lr_gamma: float = 0.2
+    # Linear warm-up: epoch e < lr_warmup_epochs runs at lr * (e + 1) / (lr_warmup_epochs + 1).
+    lr_warmup_epochs: int = 0
     weight_decay: float = 5e-4
     weight_decay_scope: WeightDecayScope = "all"
     # Center-loss fine-tuning (docs/METHOD.md §9): center_loss_epochs more epochs after `epochs`.
@@ -92,6 +94,12 @@ class TrainConfig:
     # Runtime.
     seed: int = 0
     deterministic: bool = False
+    # Speed (results unchanged up to float rounding): XLA-compile the train / test steps, run
+    # several steps per tf.function call, keep the decoded source images in memory after the
+    # first epoch. Measured in BENCHMARKS.md ("Training speed options").
+    jit_compile: bool = False
+    steps_per_execution: int = 1
+    cache: bool = False
     # none | mirrored (all local devices) | multi_worker (MultiWorkerMirroredStrategy, TF_CONFIG)
     distribute: Distribute = "none"
     tensorboard: bool = True
@@ -150,7 +158,8 @@ def check_values(config: TrainConfig) -> None:
         ...
         cbcn_tf.errors.ConfigError: lr_scaling 'linear' needs base_batch_size (the batch size lr was tuned for), e.g. --set base_batch_size=256.
     """
-    for key in ("epochs", "batch_size", "steps_per_epoch", "base_batch_size"):
+    for key in ("epochs", "batch_size", "steps_per_epoch", "base_batch_size",
+                "steps_per_execution"):
         value = getattr(config, key)
         if value is not None and value < 1:
             raise ConfigError(f"config key {key!r} must be a positive integer, got {value}.")

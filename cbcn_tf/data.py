@@ -28,9 +28,10 @@ from typing import Literal
 import numpy as np
 import tensorflow as tf
 
-from cbcn_tf import image_folders
+from cbcn_tf import image_folders, mnist_idx
 from cbcn_tf.augment import make_prepare, rotate_images
 from cbcn_tf.errors import DataError
+from cbcn_tf.mnist_idx import read_idx
 
 # Training augmentation recipes (see the module docstring): "cifar" (reflect-pad crop + flip),
 # "mnist" (reflect-pad crop, no flip), "imagenet" (random-resized crop + flip; centre crop).
@@ -38,6 +39,7 @@ Augmentation = Literal["cifar", "mnist", "imagenet"]
 
 __all__ = [
     "DATASETS", "DatasetInfo", "list_datasets", "dataset_info", "load_dataset", "rotate_images",
+    "read_idx",
 ]
 
 
@@ -144,11 +146,14 @@ def load_dataset(
       to [0, 1] and bilinearly resized to 16x16x1, so a ResNet with three stride-2 stages still
       ends on a 2x2 map. ``"train"`` is the first 80% (1,437) of a fixed permutation (seed 0)
       and ``"test"`` the remaining 360.
-    * ``"mnist"``, ``"cifar10"``, ``"cifar100"``: the TFDS builder in ``data_dir`` (TFDS's
-      default folder when None), prepared on first use from the original files in
-      ``<data_dir>/downloads/manual`` if they are there (e.g. MNIST's four ``*-ubyte.gz``),
-      else downloaded as TFDS usually does. Data neither prepared nor downloadable raises
-      `DataError` naming the folder TFDS looked in and how to prepare it.
+    * ``"mnist"`` with ``data_dir`` holding the four original IDX files
+      (``train-images-idx3-ubyte.gz`` ...; e.g. ``../shared/datasets/mnist``): read offline
+      with NumPy, each file's md5 checked against the published one.
+    * ``"mnist"`` (other ``data_dir``), ``"cifar10"``, ``"cifar100"``: the TFDS builder in
+      ``data_dir`` (TFDS's default folder when None), prepared on first use from the original
+      files in ``<data_dir>/downloads/manual`` if they are there (e.g. MNIST's four
+      ``*-ubyte.gz``), else downloaded as TFDS usually does. Data neither prepared nor
+      downloadable raises `DataError` naming the folder TFDS looked in and how to prepare it.
     * ``"imagenet2012"``: TFDS cannot download ImageNet. Put ``ILSVRC2012_img_train.tar`` and
       ``ILSVRC2012_img_val.tar`` in ``<data_dir>/downloads/manual`` (TFDS default data dir when
       ``data_dir`` is None); the first call prepares the dataset from them.
@@ -253,6 +258,9 @@ def load_dataset(
 def _load_source(info, split, data_dir):
     if info.name == "digits":
         images, labels = _digits_splits()[split]
+        return tf.data.Dataset.from_tensor_slices((images, labels))
+    if info.name == "mnist" and data_dir is not None and mnist_idx.has_idx_files(data_dir):
+        images, labels = mnist_idx.load_split(os.path.abspath(os.path.expanduser(data_dir)), split)
         return tf.data.Dataset.from_tensor_slices((images, labels))
     import tensorflow_datasets as tfds  # imported here: it takes seconds to import
 

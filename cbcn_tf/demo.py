@@ -104,11 +104,59 @@ def run_demo(output_dir: str = "demo_output", *, epochs: int | None = None, expo
     print_fn(f"\nResults on the digits test split ({len(labels)} images); rotated = the same "
              "images rotated by [-45, 45] degrees, never seen in training:")
     print_fn(format_table(rows))
+    for line in seed_spread_lines(config.epochs):
+        print_fn(line)
     print_fn(f"Curves: {os.path.join(output_dir, 'curves.png')}")
     if export:
         _export_cbcn(models["cbcn"], output_dir, images, labels, print_fn)
     print_fn(f"Demo finished in {time.perf_counter() - start:.0f} s.")
     return rows
+
+
+SPREAD_FILE = "demo_spread.json"
+
+
+def seed_spread_lines(epochs: int, path=None) -> list:
+    """Lines saying how much the demo's numbers move from seed to seed, as measured.
+
+    Read from ``cbcn_tf/demo_spread.json`` (``path`` overrides), which ``benchmarks/report.py``
+    writes from the reproduction ledger's demo cells (``benchmarks/reproduce.py --only demo``:
+    this recipe, several seeds). One run's gap between two arms means little when the seeds of
+    the two arms overlap; the verdicts say which gaps exceed the seed spread. Returns a note
+    instead when no spread was measured for ``epochs`` epochs.
+    """
+    import json
+    from importlib import resources
+
+    try:
+        if path is None:
+            text = resources.files("cbcn_tf").joinpath(SPREAD_FILE).read_text("utf-8")
+        else:
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read()
+        spread = json.loads(text)
+    except (OSError, ValueError):
+        return ["(No seed spread of this setting has been measured: run "
+                "`python benchmarks/reproduce.py --only demo` and `python benchmarks/report.py`.)"]
+    if spread["epochs"] != epochs:
+        return [f"(The seed spread was measured for {spread['epochs']} epochs, not {epochs}; "
+                "the numbers above are one run.)"]
+    lines = [f"\nSeed spread of this setting ({spread['recipe']}, {epochs} epochs), measured "
+             f"over seeds by `{spread['command']}` (mean ± std, min..max):"]
+    for arm in spread["arms"]:
+        top1, rot = arm["top1"], arm["rot_top1"]
+        lines.append(
+            f"  {arm['label']:<15} top-1 {_mean_std(top1)} ({min(top1):.4f}..{max(top1):.4f}), "
+            f"rot top-1 {_mean_std(rot)} ({min(rot):.4f}..{max(rot):.4f}), n = {len(top1)}")
+    lines += [f"  {claim['text']}: {claim['verdict']}" for claim in spread["claims"]]
+    return lines
+
+
+def _mean_std(values):
+    mean = float(np.mean(values))
+    if len(values) < 2:
+        return f"{mean:.4f}"
+    return f"{mean:.4f} ± {float(np.std(values, ddof=1)):.4f}"
 
 
 def format_table(rows) -> str:

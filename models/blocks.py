@@ -64,6 +64,9 @@ class BinaryConv:
     orientations: int = 1
     input_quantizer: Any = "approx_sign"
     kernel_quantizer: Any = "gaussian_sign"
+    # CBConv2D only ("cbcn"): its output scale and W's initializer (None: CBConv2D's default).
+    scale: Any = "layer_mean"
+    kernel_initializer: Any = None
 
     def __post_init__(self):
         if self.kind not in CONV_KINDS:
@@ -84,6 +87,7 @@ class BinaryConv:
             raise ValueError(f"{name}: width {width} is not a multiple of "
                              f"orientations={self.orientations}.")
         return CBConv2D(width // self.orientations, orientations=self.orientations,
+                        scale=self.scale, kernel_initializer=self.kernel_initializer,
                         **quantizers, **common)
 
 

@@ -42,9 +42,43 @@ def cbcn_lenet(*, input_shape=None, num_classes=10, orientations=4, binary=True,
         >>> cbcn_lenet(orientations=2).output_shape
         (None, 10)
     """
-    widths = blocks.feature_widths(kernel_stage, orientations, 4)
     conv = blocks.BinaryConv("cbcn" if binary else "float", orientations, input_quantizer,
                              kernel_quantizer)
+    return _lenet("cbcn_lenet" if binary else "cbcn_lenet_float", conv, input_shape=input_shape,
+                  num_classes=num_classes, orientations=orientations, weights=weights,
+                  kernel_stage=kernel_stage, dropout=dropout, invariant=invariant)
+
+
+@register_model(min_input_size=8)  # three 2x2 max-pools
+def xnor_lenet(*, input_shape=None, num_classes=10, orientations=4, binary=True, weights=None,
+               kernel_stage=(5, 10, 20, 40), input_quantizer="ste_sign",
+               kernel_quantizer="magnitude_aware_sign", dropout=0.5) -> tf.keras.Model:
+    """XNOR LeNet baseline (Table 2): ``cbcn_lenet``'s layout with XNOR ``QuantConv2D``, K = 1.
+
+    ``orientations`` only sets the width: feature widths are ``kernel_stage * orientations``,
+    those of the CBCN with K = ``orientations`` (default 20-40-80-160), so both have the same
+    binary MACs. Quantizers as ``xnor_resnet18`` (XNOR-Net's per-channel mean|W| scale).
+
+    Args: as ``cbcn_lenet``.
+
+    Published (MNIST error, LeNet 5-10-20-40, METHOD §10): XNOR 3.76; MNIST-rot: 17.26.
+    Cost at the defaults (28x28x1 input, cbcn_tf.summary): 153,630 parameters,
+    4,665,600 BOPs (binary MACs), 142,720 FLOPs (float MACs); the binary=False
+    twin: 153,630 parameters, 4,808,320 FLOPs.
+
+    Example:
+        >>> xnor_lenet(orientations=2).output_shape
+        (None, 10)
+    """
+    conv = blocks.BinaryConv("xnor" if binary else "float", 1, input_quantizer, kernel_quantizer)
+    return _lenet("xnor_lenet" if binary else "xnor_lenet_float", conv, input_shape=input_shape,
+                  num_classes=num_classes, orientations=orientations, weights=weights,
+                  kernel_stage=kernel_stage, dropout=dropout)
+
+
+def _lenet(name, conv, *, input_shape, num_classes, orientations, weights, kernel_stage,
+           dropout, invariant=False):
+    widths = blocks.feature_widths(kernel_stage, orientations, 4)
     inputs = tf.keras.Input(input_shape or MNIST_INPUT_SHAPE)
     x = blocks.stem(inputs, widths[0], "lenet")
     for index, width in enumerate(widths[1:], start=2):
@@ -53,7 +87,7 @@ def cbcn_lenet(*, input_shape=None, num_classes=10, orientations=4, binary=True,
         if index < len(widths):
             x = tf.keras.layers.MaxPool2D(2, padding="same", name=f"conv{index}_pool")(x)
     outputs = blocks.head(x, num_classes, dropout=dropout)
-    model = tf.keras.Model(inputs, outputs, name="cbcn_lenet" if binary else "cbcn_lenet_float")
+    model = tf.keras.Model(inputs, outputs, name=name)
     if invariant:  # docs/METHOD.md §12
         model = make_invariant(model, orientations, invariant)
     return load_weights(model, weights)

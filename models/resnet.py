@@ -110,17 +110,19 @@ class ResNetVariant:
         return stem["strides"] * (stem["pool"] or (1, 1))[1] * math.prod(self.strides)
 
     def build(self, *, input_shape, num_classes, orientations, binary, kernel_stage,
-              input_quantizer, kernel_quantizer) -> tf.keras.Model:
+              input_quantizer, kernel_quantizer, scale="layer_mean", kernel_initializer=None,
+              bn=None) -> tf.keras.Model:
         widths = blocks.feature_widths(kernel_stage, orientations, 4)
         conv = blocks.BinaryConv(self.conv if binary else "float",
                                  orientations if self.conv == "cbcn" else 1,
-                                 input_quantizer, kernel_quantizer)
+                                 input_quantizer, kernel_quantizer, scale=scale,
+                                 kernel_initializer=kernel_initializer)
         return resnet(name=self.name if binary else f"{self.name}_float",
                       input_shape=input_shape or self.input_shape, num_classes=num_classes,
                       conv=conv, stem=self.stem, stem_width=widths[0],
                       stage_widths=widths[-len(self.strides):], strides=self.strides,
                       blocks_per_stage=self.blocks_per_stage,
-                      convs_per_block=self.convs_per_block, bn=self.bn)
+                      convs_per_block=self.convs_per_block, bn=bn or self.bn)
 
 
 def resnet_variant(variant: ResNetVariant):
@@ -129,12 +131,13 @@ def resnet_variant(variant: ResNetVariant):
     def model_fn(*, input_shape=None, num_classes=variant.num_classes, orientations=4,
                  binary=True, weights=None, kernel_stage=variant.kernel_stage,
                  input_quantizer=variant.input_quantizer,
-                 kernel_quantizer=variant.kernel_quantizer,
-                 invariant=False) -> tf.keras.Model:
+                 kernel_quantizer=variant.kernel_quantizer, scale="layer_mean",
+                 kernel_initializer=None, bn=variant.bn, invariant=False) -> tf.keras.Model:
         model = variant.build(input_shape=input_shape, num_classes=num_classes,
                               orientations=orientations, binary=binary,
                               kernel_stage=kernel_stage, input_quantizer=input_quantizer,
-                              kernel_quantizer=kernel_quantizer)
+                              kernel_quantizer=kernel_quantizer, scale=scale,
+                              kernel_initializer=kernel_initializer, bn=bn)
         if invariant:  # quarter-turn invariant variant, docs/METHOD.md §12
             model = make_invariant(model, orientations, invariant)
         return load_weights(model, weights)
@@ -166,6 +169,9 @@ CBCN ResNet18 for CIFAR (METHOD §6.2): 16 blocks ``PReLU(CBConv(BN(x)) + shortc
             variant invariant to quarter turns (K = 4) of any fixed square input size: lifting
             stem, orientation-shared BN / PReLU, circulant shortcuts, symmetric downsampling,
             orientation max-pooling head (docs/METHOD.md §12). CBCN models only.
+        scale / kernel_initializer: of the CBConv2D layers (see ``CBConv2D``; None: its
+            default He normal on W's fan-in, the released code's). CBCN models only.
+        bn: "before" (``CBConv(BN(x))``, released code) or "after" (``BN(CBConv(x))``).
 
     Published (CIFAR-10 accuracy, 16-16-32-64, K = 4, METHOD §10): 89.10 with ApproxSign
     weights, 90.22 with the Gaussian (this default), 90.83 with center loss fine-tuning; K = 2:

@@ -9,6 +9,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import cbcn_tf.data as data
+import cbcn_tf.mnist_idx as mnist_idx
 
 CIFAR_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
                           "datasets", "cifar10")  # shared/ sits beside the repository
@@ -243,3 +244,116 @@ def test_real_cifar10_folder():
     images, labels = next(iter(ds))
     assert images.shape == (16, 32, 32, 3)
     assert np.all((labels.numpy() >= 0) & (labels.numpy() < 10))
+
+
+# --- MNIST from the original IDX files ---------------------------------------------------------
+
+MNIST_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
+                          "datasets", "mnist")
+
+
+def _idx_bytes(array):
+    """IDX encoding written here by hand: 0, 0, 0x08 (uint8), ndim, big-endian dims, data."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
+
+
+def _parse_idx_numpy(path):
+    """Independent reference parser: gzip + a fixed 16 / 8 byte header, NumPy big-endian dims."""
+    import gzip
+
+    raw = gzip.open(path).read()
+    ndim = raw[3]
+    dims = np.frombuffer(raw[4:4 + 4 * ndim], dtype=">i4")
+    return np.frombuffer(raw[4 + 4 * ndim:], dtype=np.uint8).reshape(dims)
+
+
+def _fake_mnist(root, n_train=12, n_test=5):
+    import gzip
+
+    rng = np.random.default_rng(3)
+    arrays = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, n, dtype=np.uint8)
+        for name, array in zip(mnist_idx.MNIST_IDX_FILES[split], (images, labels)):
+            (root / name).write_bytes(gzip.compress(_idx_bytes(array)))
+        arrays[split] = (images, labels)
+    return arrays
+
+
+def _unnormalise(images):
+    info = data.dataset_info("mnist")
+    return np.round((images * info.std[0] + info.mean[0]) * 255).astype(np.int64)
+
+
+def test_mnist_idx_folder_matches_the_raw_bytes(tmp_path, monkeypatch):
+    arrays = _fake_mnist(tmp_path)
+    monkeypatch.setattr(mnist_idx, "MNIST_IDX_MD5", {})  # fake files: no published md5
+    for split in ("train", "test"):
+        images, labels = collect(data.load_dataset("mnist", split, data_dir=str(tmp_path),
+                                                   batch_size=4))
+        assert images.shape == (len(arrays[split][0]), 28, 28, 1)
+        np.testing.assert_array_equal(_unnormalise(images)[..., 0], arrays[split][0])
+        np.testing.assert_array_equal(labels, arrays[split][1])
+
+
+def test_mnist_idx_bad_files_name_the_file(tmp_path, monkeypatch):
+    import gzip
+
+    _fake_mnist(tmp_path)
+    monkeypatch.setattr(mnist_idx, "MNIST_IDX_MD5", {})
+    mnist_idx.load_split.cache_clear()
+    path = tmp_path / mnist_idx.MNIST_IDX_FILES["test"][0]
+    path.write_bytes(gzip.compress(gzip.decompress(path.read_bytes())[:-7]))  # truncated
+    with pytest.raises(ValueError, match="t10k-images-idx3-ubyte.gz .*truncated"):
+        data.load_dataset("mnist", "test", data_dir=str(tmp_path))
+    (tmp_path / mnist_idx.MNIST_IDX_FILES["test"][1]).unlink()
+    mnist_idx.load_split.cache_clear()
+    with pytest.raises(ValueError, match="t10k-labels-idx1-ubyte.gz is missing"):
+        data.load_dataset("mnist", "test", data_dir=str(tmp_path))
+
+
+def test_mnist_idx_md5_mismatch_is_refused(tmp_path, monkeypatch):
+    _fake_mnist(tmp_path)
+    mnist_idx.load_split.cache_clear()
+    with pytest.raises(ValueError, match="is damaged \\(md5 .*expected"):
+        data.load_dataset("mnist", "train", data_dir=str(tmp_path))
+
+
+@pytest.mark.skipif(not os.path.isdir(MNIST_ROOT), reason="shared MNIST files not present")
+def test_real_mnist_matches_numpy_parse_of_the_idx_files():
+    images, labels = collect(data.load_dataset("mnist", "test", data_dir=MNIST_ROOT,
+                                               batch_size=2000))
+    reference_images = _parse_idx_numpy(os.path.join(MNIST_ROOT, "t10k-images-idx3-ubyte.gz"))
+    reference_labels = _parse_idx_numpy(os.path.join(MNIST_ROOT, "t10k-labels-idx1-ubyte.gz"))
+    np.testing.assert_array_equal(_unnormalise(images)[..., 0], reference_images)
+    np.testing.assert_array_equal(labels, reference_labels)
+    # Published label counts of the test split (the files' README).
+    assert np.bincount(labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
+
+
+@pytest.mark.skipif(not os.path.isdir(MNIST_ROOT), reason="shared MNIST files not present")
+def test_real_mnist_validation_split_and_rotation():
+    train = data.load_dataset("mnist", "train", data_dir=MNIST_ROOT, validation_fraction=1 / 12)
+    val = data.load_dataset("mnist", "validation", data_dir=MNIST_ROOT,
+                            validation_fraction=1 / 12, batch_size=1000)
+    assert int(train.cardinality()) == math.ceil(55_000 / 128)
+    val_images, val_labels = collect(val)
+    assert len(val_labels) == 5_000
+    # Validation examples come from the training files, never from the test split.
+    train_keys = {x.tobytes() for x in _parse_idx_numpy(
+        os.path.join(MNIST_ROOT, "train-images-idx3-ubyte.gz"))}
+    assert all(x.tobytes() in train_keys
+               for x in _unnormalise(val_images[:50])[..., 0].astype(np.uint8))
+    # MNIST-rot: angles within [-45, 45] degrees, fixed by the seed.
+    assert data.dataset_info("mnist").rotation_range_degrees == (-45.0, 45.0)
+    rot_a, _ = collect(data.load_dataset("mnist", "validation", data_dir=MNIST_ROOT,
+                                         validation_fraction=1 / 12, rotate=True, seed=4,
+                                         batch_size=1000).take(1))
+    rot_b, _ = collect(data.load_dataset("mnist", "validation", data_dir=MNIST_ROOT,
+                                         validation_fraction=1 / 12, rotate=True, seed=4,
+                                         batch_size=1000).take(1))
+    np.testing.assert_array_equal(rot_a, rot_b)
+    assert not np.allclose(rot_a, val_images[:1000])

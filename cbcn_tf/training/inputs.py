@@ -22,7 +22,8 @@ def make_input_fn(config: config_lib.TrainConfig, *, training: bool, epochs=None
     ``training=False`` reads ``config.eval_split`` (rotated under ``rotate_train``, fixed seed).
     """
     common = dict(data_dir=config.data_dir, validation_fraction=config.validation_fraction,
-                  batch_size=config.batch_size, drop_remainder=drop_remainder)
+                  batch_size=config.batch_size, drop_remainder=drop_remainder,
+                  cache=config.cache)
 
     def input_fn(context):
         if verbose:

@@ -112,7 +112,9 @@ class _Fit:
             if config.center_loss_epochs:
                 fit_model = CenterLossModel(model, weight=0.0, alpha=config.center_loss_alpha)
                 fit_model(tf.zeros([1, *model.input_shape[1:]]))  # build it for BackupAndRestore
-            compile_for_classification(fit_model, make_optimizer(config))
+            compile_for_classification(fit_model, make_optimizer(config),
+                                       jit_compile=config.jit_compile,
+                                       steps_per_execution=config.steps_per_execution)
         if start_epoch > 0:
             run.check_backup_matches(fit_model)
         train_data, eval_data, steps = training_data(config, strategy, start_epoch, verbose)

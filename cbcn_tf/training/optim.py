@@ -44,7 +44,10 @@ def lr_schedule(config: config_lib.TrainConfig):
     base = scaled_lr(config)
 
     def schedule(epoch: int, current_lr=None) -> float:
-        return base * config.lr_gamma ** sum(epoch >= m for m in milestones)
+        rate = base * config.lr_gamma ** sum(epoch >= m for m in milestones)
+        if epoch < config.lr_warmup_epochs:  # linear warm-up (config key lr_warmup_epochs)
+            rate *= (epoch + 1) / (config.lr_warmup_epochs + 1)
+        return rate
 
     return schedule
 
@@ -89,8 +92,12 @@ def make_optimizer(config: config_lib.TrainConfig) -> tf.keras.optimizers.Optimi
     return tf.keras.optimizers.Adam(config.lr)
 
 
-def compile_for_classification(model: tf.keras.Model, optimizer=None) -> None:
-    """Compile with cross-entropy, top-1 ("accuracy") and top-5 ("top5") metrics."""
+def compile_for_classification(model: tf.keras.Model, optimizer=None, *,
+                               jit_compile: bool = False, steps_per_execution: int = 1) -> None:
+    """Compile with cross-entropy, top-1 ("accuracy") and top-5 ("top5") metrics.
+
+    ``jit_compile`` and ``steps_per_execution`` are Keras' (config keys of the same names).
+    """
     classifier = model.classifier if isinstance(model, CenterLossModel) else model
     num_classes = classifier.output_shape[-1]
     from_logits = not _ends_in_softmax(classifier)
@@ -101,6 +108,7 @@ def compile_for_classification(model: tf.keras.Model, optimizer=None) -> None:
             tf.keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
             tf.keras.metrics.SparseTopKCategoricalAccuracy(k=min(5, num_classes), name="top5"),
         ],
+        jit_compile=jit_compile, steps_per_execution=steps_per_execution,
     )
 
 

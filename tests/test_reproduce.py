@@ -1,0 +1,202 @@
+"""The reproduction harness (benchmarks/reproduce.py) and its report (benchmarks/report.py).
+
+Tiny real runs on the packaged digits (1 epoch, 2 steps) check that cells go through
+`cbcn_tf.training.train` / `evaluate`, land in the ledger and are skipped when run again;
+the budget and verdict logic is checked on synthetic ledgers.
+"""
+import csv
+import importlib.util
+import os
+import sys
+
+import pytest
+import yaml
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+
+
+def _load(name):
+    spec = importlib.util.spec_from_file_location(
+        f"bench_{name}", os.path.join(ROOT, "benchmarks", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+reproduce = _load("reproduce")
+report = _load("report")
+
+MODEL_KEYS = {"model", "model_kwargs"}
+
+
+@pytest.mark.parametrize("prefix", ["mnist_lenet_", "cifar10_resnet18_"])
+def test_recipes_of_one_table_differ_only_in_model_keys(prefix):
+    recipes = sorted(f for f in os.listdir(reproduce.RECIPES) if f.startswith(prefix))
+    assert len(recipes) >= 3
+    loaded = [yaml.safe_load(open(os.path.join(reproduce.RECIPES, f))) for f in recipes]
+    for other in loaded[1:]:
+        assert {k: v for k, v in other.items() if k not in MODEL_KEYS} == {
+            k: v for k, v in loaded[0].items() if k not in MODEL_KEYS}
+    for name in recipes:  # every recipe is a valid `cbcn train --config` file
+        from cbcn_tf import config as config_lib
+
+        config_lib.load_config(os.path.join(reproduce.RECIPES, name))
+
+
+def test_campaign_cells_cover_the_issue_and_run_seed_major():
+    mnist = reproduce.mnist_cells()
+    counts = {}
+    for cell in mnist:
+        key = (cell.kernel_stage, cell.protocol, cell.arm)
+        counts[key] = counts.get(key, 0) + 1
+    assert len(counts) == 2 * 2 * 3
+    assert all(counts[((5, 10, 20, 40), p, a)] >= 3 for p in ("upright", "rotated")
+               for a in ("cbcn", "xnor", "fp"))
+    cifar = reproduce.cifar_cells()
+    assert {c.arm for c in cifar} == {"cbcn", "xnor_doubled", "fp", "cbcn_k2", "cbcn_approxsign"}
+    for cells in (mnist, cifar):
+        seeds = [c.seed for c in cells]
+        assert seeds == sorted(seeds)  # seed 0 of every arm before any seed 1
+        assert len({c.epochs for c in cells}) == 1  # one budget for all arms
+    # The CIFAR schedule: x0.2 at 30 / 60 / 80 % of the epochs (60/120/160 of 200).
+    assert reproduce._milestones(200) == [60, 120, 160]
+    assert reproduce._milestones(10) == [3, 6, 8]
+
+
+def _row(table="t", arm="a", stage="4-4-8-16", protocol="upright", seed=0, epochs=2,
+         seconds=None, top1=0.5, rot=0.4):
+    return dict(table=table, arm=arm, kernel_stage=stage, protocol=protocol, seed=str(seed),
+                epochs=str(epochs), steps_per_epoch="", top1=str(top1), rot_top1=str(rot),
+                seconds_per_epoch="" if seconds is None else str(seconds), score_split="test",
+                bops="10", flops="20", command="cbcn train --config x --set seed=0")
+
+
+def _cell(arm="a", seed=0, epochs=2, group="demo"):
+    return reproduce.Cell(group, "t", arm, "digits_demo", (), (4, 4, 8, 16), "upright", seed,
+                          epochs)
+
+
+def test_plan_skips_finished_cells_and_stops_at_the_budget():
+    cells = [_cell("a", 0), _cell("b", 0), _cell("a", 1)]
+    rows = [_row(arm="a", seed=0, seconds=100.0)]
+    todo, stop = reproduce.plan(cells, rows)
+    assert [c.key() for c in todo] == [cells[1].key(), cells[2].key()] and stop is None
+    # Arm b has no measurement: the default (demo: 10 s/epoch) + overhead = 40 s.
+    assert reproduce.estimate_seconds(cells[1], rows) == pytest.approx(
+        2 * reproduce.DEFAULT_SECONDS_PER_EPOCH["demo"] + reproduce.OVERHEAD_SECONDS["demo"])
+    # Arm a is estimated from its ledger row: 2 epochs x 100 s + overhead.
+    assert reproduce.estimate_seconds(cells[2], rows) == pytest.approx(
+        200 + reproduce.OVERHEAD_SECONDS["demo"])
+    todo, stop = reproduce.plan(cells, rows, budget_seconds=45, elapsed=10)  # 35 s < 40 s
+    assert todo == [] and "b_4-4-8-16_upright_s0" in stop
+    todo, stop = reproduce.plan(cells, rows, budget_seconds=100, elapsed=10)
+    assert stop is None and todo[0].arm == "b"
+    # The next cell after b is arm a (220 s): does not fit in 100 s.
+    rows.append(_row(arm="b", seed=0, seconds=5.0))
+    todo, stop = reproduce.plan(cells, rows, budget_seconds=100, elapsed=10)
+    assert todo == [] and "a_4-4-8-16_upright_s1" in stop
+
+
+def test_append_row_rewrites_the_ledger_atomically(tmp_path, monkeypatch):
+    from cbcn_tf import files
+
+    ledger = tmp_path / "ledger.csv"
+    reproduce.append_row(str(ledger), _row(arm="a"))
+    reproduce.append_row(str(ledger), _row(arm="b"))
+    rows = list(csv.DictReader(open(ledger)))
+    assert [r["arm"] for r in rows] == ["a", "b"]
+    assert tuple(rows[0]) == reproduce.COLUMNS
+
+    def crash(path, write):
+        write(str(path) + ".partial")
+        raise KeyboardInterrupt  # killed between writing the temp file and the rename
+
+    monkeypatch.setattr(files, "atomic_write", crash)
+    with pytest.raises(KeyboardInterrupt):
+        reproduce.append_row(str(ledger), _row(arm="c"))
+    assert [r["arm"] for r in csv.DictReader(open(ledger))] == ["a", "b"]
+
+
+def test_verdicts_on_synthetic_ledgers():
+    assert report.verdict([0.95, 0.96, 0.97], [0.90, 0.91, 0.94]).startswith("holds")
+    assert report.verdict([0.90, 0.91], [0.95, 0.96]).startswith("reversed")
+    assert report.verdict([0.90, 0.96], [0.93, 0.94]) == "within seed noise"
+    assert report.verdict([0.99], [0.5, 0.6]).startswith("not enough seeds")
+    assert report.verdict([0.9, float("nan")], [0.5, 0.6]).startswith("not enough seeds")
+    rows = [_row(table="table2_mnist", arm="cbcn", stage="5-10-20-40", seed=s, top1=t)
+            for s, t in enumerate((0.981, 0.982, 0.983))]
+    rows += [_row(table="table2_mnist", arm="xnor", stage="5-10-20-40", seed=s, top1=t)
+             for s, t in enumerate((0.970, 0.975, 0.985))]
+    text = "\n".join(report.ledger_section(rows))
+    # Error % = 100 - top-1: mean 1.80 ± 0.10 for CBCN, paper 1.91 beside it.
+    assert "| 5-10-20-40 | upright | 2 | cbcn | 3 | 1.80 ± 0.10 | 1.91 |" in text
+    assert "CBCN beats XNOR at the same feature widths on MNIST" in text
+    assert "**within seed noise**" in text
+    rows[3:] = [_row(table="table2_mnist", arm="xnor", stage="5-10-20-40", seed=s, top1=0.96)
+                for s in range(3)]
+    assert "**holds: every seed above every seed**" in "\n".join(report.ledger_section(rows))
+
+
+def test_tiny_campaign_runs_cells_and_skips_them_when_run_again(tmp_path, capsys):
+    ledger, runs = tmp_path / "ledger.csv", tmp_path / "runs"
+    argv = ["--only", "demo", "--epochs", "1", "--steps-per-epoch", "2", "--seeds", "1",
+            "--ledger", str(ledger), "--runs-dir", str(runs), "--verbose", "0"]
+    assert reproduce.main(argv + ["--arms", "cbcn,xnor"]) == 0
+    rows = list(csv.DictReader(open(ledger)))
+    assert [(r["arm"], r["seed"], r["epochs"], r["steps_per_epoch"]) for r in rows] == [
+        ("cbcn", "0", "1", "2"), ("xnor", "0", "1", "2")]
+    for row in rows:
+        assert 0.0 <= float(row["top1"]) <= 1.0 and 0.0 <= float(row["rot_top1"]) <= 1.0
+        assert int(row["bops"]) > 0 and float(row["seconds_per_epoch"]) > 0
+        assert row["command"].startswith("cbcn train --config digits_demo")
+        run = runs / "demo_digits" / f"{row['arm']}_4-4-8-16_upright_s0_e1_spe2"
+        assert (run / "model.h5").exists() and (run / "history.csv").exists()
+    # The CBCN row's accuracy is what evaluate() gives for the saved model.
+    from cbcn_tf import training
+
+    scores = training.evaluate(str(runs / "demo_digits" / "cbcn_4-4-8-16_upright_s0_e1_spe2"),
+                               "digits")
+    assert float(rows[0]["top1"]) == pytest.approx(scores["top1"], abs=1e-4)
+    capsys.readouterr()
+    assert reproduce.main(argv + ["--arms", "cbcn,xnor"]) == 0
+    assert "2 already in" in capsys.readouterr().out
+    assert len(list(csv.DictReader(open(ledger)))) == 2
+    # A budget too small for the next cell stops cleanly, leaving the ledger alone.
+    assert reproduce.main(argv + ["--budget-minutes", "0.1"]) == 0
+    assert "Stopping cleanly: budget" in capsys.readouterr().out
+    assert len(list(csv.DictReader(open(ledger)))) == 2
+
+
+def test_estimates_ignore_smoke_runs_and_scale_other_kernel_stages():
+    cell = _cell("a", 1, epochs=10, group="mnist")
+    smoke = dict(_row(arm="a", seconds=0.5), steps_per_epoch="3")
+    default = (10 * reproduce.DEFAULT_SECONDS_PER_EPOCH["mnist"]
+               + reproduce.OVERHEAD_SECONDS["mnist"])
+    assert reproduce.estimate_seconds(cell, [smoke]) == pytest.approx(default)
+    # Measured at half the widths: twice the time per epoch (never below the default).
+    half = _row(arm="a", stage="2-2-4-8", seconds=300.0)
+    assert reproduce.estimate_seconds(cell, [half]) == pytest.approx(
+        10 * 600 + reproduce.OVERHEAD_SECONDS["mnist"])
+
+
+def test_demo_prints_the_seed_spread_written_from_the_ledger(tmp_path):
+    from cbcn_tf import demo
+
+    rows = []
+    for arm, scores in (("cbcn", (0.95, 0.96, 0.97)), ("xnor", (0.90, 0.91, 0.92)),
+                        ("float", (0.96, 0.98, 0.99))):
+        rows += [dict(_row(table="demo_digits", arm=arm, seed=s, epochs=16, top1=t, rot=t - 0.3))
+                 for s, t in enumerate(scores)]
+    rows.append(dict(_row(table="demo_digits", arm="cbcn", seed=9, epochs=16, top1=0.1),
+                     steps_per_epoch="2"))  # a smoke run: ignored
+    path = tmp_path / "spread.json"
+    report.write_demo_spread(rows, str(path))
+    lines = demo.seed_spread_lines(16, path=str(path))
+    text = "\n".join(lines)
+    assert "CBCN K=4        top-1 0.9600 ± 0.0100 (0.9500..0.9700)" in text
+    assert "n = 3" in text and "n = 4" not in text
+    assert "CBCN beats XNOR on the digits: holds: every seed above every seed" in text
+    assert "full precision beats CBCN on the digits: within seed noise" in text
+    assert "measured for 16 epochs, not 3" in demo.seed_spread_lines(3, path=str(path))[0]
+    assert "No seed spread" in demo.seed_spread_lines(16, path=str(tmp_path / "none.json"))[0]
