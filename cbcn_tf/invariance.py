@@ -60,6 +60,11 @@ def _check_kernel(orientations, kernel_size):
     cif.check_orientations(orientations, kernel_size)
 
 
+def _shape(input_shape) -> tf.TensorShape:
+    """A build argument as a TensorShape (some Keras call paths pass the input tensor)."""
+    return tf.TensorShape(getattr(input_shape, "shape", input_shape))
+
+
 def _repeat(values, orientations):
     """(C,) -> (C * K,): one value for the K orientation channels c * K + k of each map."""
     return tf.repeat(values, orientations)
@@ -169,7 +174,7 @@ class CirculantConv2D(tf.keras.layers.Conv2D):
         return self.filters // self.orientations
 
     def build(self, input_shape):
-        channels = tf.TensorShape(input_shape)[-1]
+        channels = _shape(input_shape)[-1]
         if channels is None or channels % self.orientations:
             raise ValueError(f"{self.name}: input channels ({channels}) must be a multiple of "
                              f"orientations={self.orientations} (layout c * K + k).")
@@ -221,7 +226,7 @@ class OrientationBatchNormalization(tf.keras.layers.BatchNormalization):
         super().__init__(axis=-2, momentum=momentum, epsilon=epsilon, **kwargs)
 
     def build(self, input_shape):
-        input_shape = tf.TensorShape(input_shape)
+        input_shape = _shape(input_shape)
         channels = input_shape[-1]
         if input_shape.rank != 4 or channels is None or channels % self.orientations:
             raise ValueError(f"{self.name}: needs NHWC inputs whose channels are a multiple of "
@@ -273,7 +278,7 @@ class OrientationPReLU(tf.keras.layers.Layer):
             alpha_initializer or tf.keras.initializers.Constant(0.25))
 
     def build(self, input_shape):
-        channels = tf.TensorShape(input_shape)[-1]
+        channels = _shape(input_shape)[-1]
         if channels is None or channels % self.orientations:
             raise ValueError(f"{self.name}: input channels ({channels}) must be a multiple of "
                              f"orientations={self.orientations}.")
@@ -308,7 +313,7 @@ class OrientationPooling(tf.keras.layers.Layer):
         self.mode = mode
 
     def build(self, input_shape):
-        channels = tf.TensorShape(input_shape)[-1]
+        channels = _shape(input_shape)[-1]
         if channels is None or channels % self.orientations:
             raise ValueError(f"{self.name}: input channels ({channels}) must be a multiple of "
                              f"orientations={self.orientations}.")
