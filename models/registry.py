@@ -19,6 +19,36 @@ import tensorflow as tf
 
 
 @dataclasses.dataclass(frozen=True)
+class Cost:
+    """A model's cost at its defaults (``cbcn_tf.summary``), as its docstring states it.
+
+    The tests check every docstring against ``cbcn_tf.summary``, so these stay true.
+    """
+
+    params: int
+    bops: int
+    flops: int
+    twin_params: int
+    twin_flops: int
+
+    def paragraph(self, name: str, input_shape, example: str) -> str:
+        """The docstring's cost paragraph and example (``example``: keyword arguments)."""
+        return _COST_AND_EXAMPLE.format(shape="x".join(map(str, input_shape)), name=name,
+                                        example=example, **dataclasses.asdict(self))
+
+
+_COST_AND_EXAMPLE = """
+    Cost at the defaults ({shape} input, cbcn_tf.summary): {params:,} parameters,
+    {bops:,} BOPs (binary MACs), {flops:,} FLOPs (float MACs); the binary=False
+    twin: {twin_params:,} parameters, {twin_flops:,} FLOPs.
+
+    Example:
+        >>> {name}({example}).output_shape
+        (None, 10)
+    """
+
+
+@dataclasses.dataclass(frozen=True)
 class ModelEntry:
     """A registered model: its keyword-only function and its metadata (as timm's default_cfgs).
 

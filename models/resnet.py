@@ -15,7 +15,7 @@ import tensorflow as tf
 
 from cbcn_tf.invariance import make_invariant
 from cbcn_tf.models import blocks
-from cbcn_tf.models.registry import load_weights, register_model
+from cbcn_tf.models.registry import Cost, load_weights, register_model
 
 CIFAR_INPUT_SHAPE = (32, 32, 3)
 IMAGENET_INPUT_SHAPE = (224, 224, 3)
@@ -43,31 +43,6 @@ def resnet(*, name: str, input_shape, num_classes: int, conv: blocks.BinaryConv,
                                       convs=convs_per_block, bn=bn,
                                       name=f"stage{stage}_block{block}")
     return tf.keras.Model(inputs, blocks.head(x, num_classes), name=name)
-
-
-@dataclasses.dataclass(frozen=True)
-class Cost:
-    """A model's cost at its defaults (``cbcn_tf.summary``), as its docstring states it.
-
-    The tests check every docstring against ``cbcn_tf.summary``, so these stay true.
-    """
-
-    params: int
-    bops: int
-    flops: int
-    twin_params: int
-    twin_flops: int
-
-
-_COST_AND_EXAMPLE = """
-    Cost at the defaults ({shape} input, cbcn_tf.summary): {params:,} parameters,
-    {bops:,} BOPs (binary MACs), {flops:,} FLOPs (float MACs); the binary=False
-    twin: {twin_params:,} parameters, {twin_flops:,} FLOPs.
-
-    Example:
-        >>> {name}({example}).output_shape
-        (None, 10)
-    """
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,9 +74,8 @@ class ResNetVariant:
 
     @property
     def docstring(self) -> str:
-        shape = "x".join(map(str, self.input_shape))
-        return self.doc.rstrip() + "\n" + _COST_AND_EXAMPLE.format(
-            shape=shape, name=self.name, example=self.example, **dataclasses.asdict(self.cost))
+        return self.doc.rstrip() + "\n" + self.cost.paragraph(self.name, self.input_shape,
+                                                              self.example)
 
     @property
     def min_input_size(self) -> int:
