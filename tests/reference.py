@@ -78,3 +78,21 @@ def same_pads(size, kernel, stride):
     out = -(-size // stride)
     total = max((out - 1) * stride + kernel - size, 0)
     return total // 2, total - total // 2
+
+
+def randomize_statistics(model, seed=0, slopes=(0.1, 0.4)):
+    """Non-trivial BN statistics / parameters and PReLU slopes (uniform in ``slopes``), so the
+    float layers between binary convs matter. Returns the model."""
+    import tensorflow as tf
+
+    from cbcn_tf.orientation_layers import OrientationPReLU
+
+    rng = np.random.default_rng(seed)
+    for layer in model.layers:
+        if isinstance(layer, tf.keras.layers.BatchNormalization):
+            gamma, beta, mean, variance = (w.shape for w in layer.get_weights())
+            layer.set_weights([rng.uniform(0.5, 1.5, gamma), rng.normal(0, 0.3, beta),
+                               rng.normal(0, 0.3, mean), rng.uniform(0.5, 1.5, variance)])
+        elif isinstance(layer, (tf.keras.layers.PReLU, OrientationPReLU)):
+            layer.set_weights([rng.uniform(*slopes, w.shape) for w in layer.get_weights()])
+    return model

@@ -17,24 +17,12 @@ from cbcn_tf.converters import (FloatFallbackWarning, Parity, audit_ops, benchma
 from cbcn_tf.converters import export as export_module
 from cbcn_tf.layers import CBConv2D
 from cbcn_tf.models import create_model, list_models
+from tests.reference import randomize_statistics
 
 
 @pytest.fixture(autouse=True)
 def _seed():
     tf.keras.utils.set_random_seed(0)
-
-
-def randomize_statistics(model, seed=0):
-    """Non-trivial BN statistics / PReLU slopes, so the float layers between bconvs matter."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.layers.BatchNormalization):
-            gamma, beta, mean, variance = (w.shape for w in layer.get_weights())
-            layer.set_weights([rng.uniform(0.5, 1.5, gamma), rng.normal(0, 0.3, beta),
-                               rng.normal(0, 0.3, mean), rng.uniform(0.5, 1.5, variance)])
-        elif isinstance(layer, tf.keras.layers.PReLU):
-            layer.set_weights([rng.uniform(0.1, 0.4, w.shape) for w in layer.get_weights()])
-    return model
 
 
 def bn_prelu(x):

@@ -17,6 +17,7 @@ from cbcn_tf.invariance import make_invariant
 from cbcn_tf.models import blocks, cbcnify, create_model
 from cbcn_tf.models.resnet import resnet
 from cbcn_tf.summary import is_binary_layer
+from tests.reference import randomize_statistics
 
 PARTS = ("stem", "norm", "activation", "shortcut", "downsample", "pool")
 
@@ -24,6 +25,8 @@ PARTS = ("stem", "norm", "activation", "shortcut", "downsample", "pool")
 @pytest.fixture(autouse=True)
 def _seed():
     tf.keras.utils.set_random_seed(0)
+
+SLOPES = (0.05, 0.5)  # PReLU slopes of the randomised models
 
 
 def rotate(x, turns):
@@ -36,19 +39,6 @@ def rotate_oriented(x, turns, k=4):
     n, h, w, c = x.shape
     y = rotate(x, turns)
     return np.roll(y.reshape(*y.shape[:3], c // k, k), turns * k // 4, axis=-1).reshape(y.shape)
-
-
-def randomize(model, seed=0):
-    """Non-trivial BN statistics / parameters and PReLU slopes (per channel or per map)."""
-    rng = np.random.default_rng(seed)
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.layers.BatchNormalization):
-            g, b, m, v = (w.shape for w in layer.get_weights())
-            layer.set_weights([rng.uniform(0.5, 1.5, g), rng.normal(0, 0.3, b),
-                               rng.normal(0, 0.3, m), rng.uniform(0.5, 1.5, v)])
-        elif isinstance(layer, (tf.keras.layers.PReLU, inv.OrientationPReLU)):
-            layer.set_weights([rng.uniform(0.05, 0.5, w.shape) for w in layer.get_weights()])
-    return model
 
 
 def logits(model, x):
@@ -71,7 +61,7 @@ def small(name, size, invariant=True, orientations=4, **kwargs):
     channels = 1 if name == "cbcn_lenet" else 3
     kwargs = {**dict(kernel_stage=(2, 2, 2, 2), input_shape=(size, size, channels),
                      orientations=orientations, num_classes=5, invariant=invariant), **kwargs}
-    return randomize(create_model(name, **kwargs))
+    return randomize_statistics(create_model(name, **kwargs), slopes=SLOPES)
 
 
 _CACHE = {}
@@ -95,8 +85,10 @@ def tiny(size=16, invariant=True, orientations=4, kind="cbcn", convs=1, **kwargs
                    stage_widths=(2 * orientations, 2 * orientations), strides=(1, 2),
                    blocks_per_stage=1, convs_per_block=convs)
     if kind == "xnor":
-        return randomize(cbcnify(model, orientations, invariant=invariant, **kwargs))
-    return randomize(make_invariant(model, orientations, invariant, **kwargs))
+        return randomize_statistics(
+            cbcnify(model, orientations, invariant=invariant, **kwargs), slopes=SLOPES)
+    return randomize_statistics(make_invariant(model, orientations, invariant, **kwargs),
+                                slopes=SLOPES)
 
 
 # ------------------------------------------------------------------------ layer references
