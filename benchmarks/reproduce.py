@@ -29,6 +29,7 @@ is started again with the same ``--runs-dir``.
 Usage:
     python benchmarks/reproduce.py --only mnist --budget-minutes 300 --runs-dir /tmp/campaign
     python benchmarks/reproduce.py --only demo --dry-run      # list cells and estimates
+    python benchmarks/reproduce.py --only mnist --kernel-stage 5-10-20-40   # one stage only
     python benchmarks/reproduce.py --only demo --epochs 1 --steps-per-epoch 2 --seeds 1 \\
         --ledger /tmp/ledger.csv --runs-dir /tmp/runs          # a tiny smoke run
 """
@@ -393,6 +394,9 @@ def main(argv=None) -> int:
                         help="where run folders go (outside the repository)")
     parser.add_argument("--ledger", default=LEDGER)
     parser.add_argument("--arms", default=None, help="comma-separated arms to keep")
+    parser.add_argument("--kernel-stage", default=None,
+                        help="keep only cells of this kernel stage, e.g. 5-10-20-40 (run the "
+                             "seeds of the small LeNet before the wide one)")
     parser.add_argument("--epochs", type=int, default=None,
                         help="override the campaign's epochs (a different cell in the ledger)")
     parser.add_argument("--seeds", type=int, default=None, help="at most this many seeds per arm")
@@ -410,6 +414,9 @@ def main(argv=None) -> int:
     if args.arms:
         keep = set(args.arms.split(","))
         cells = [cell for cell in cells if cell.arm in keep]
+    if args.kernel_stage:
+        cells = [cell for cell in cells
+                 if "-".join(map(str, cell.kernel_stage)) == args.kernel_stage]
     rows = read_ledger(args.ledger)
     todo, _ = plan(cells, rows)
     print(f"{len(cells)} cells, {len(cells) - len(todo)} already in {args.ledger}, "

@@ -200,3 +200,13 @@ def test_demo_prints_the_seed_spread_written_from_the_ledger(tmp_path):
     assert "full precision beats CBCN on the digits: within seed noise" in text
     assert "measured for 16 epochs, not 3" in demo.seed_spread_lines(3, path=str(path))[0]
     assert "No seed spread" in demo.seed_spread_lines(16, path=str(tmp_path / "none.json"))[0]
+
+
+def test_kernel_stage_filter_lists_only_that_stage(capsys, tmp_path):
+    argv = ["--only", "mnist", "--dry-run", "--ledger", str(tmp_path / "none.csv")]
+    assert reproduce.main(argv + ["--kernel-stage", "5-10-20-40"]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    assert len(listed) == 18 and all("_5-10-20-40_" in line for line in listed)
+    assert reproduce.main(argv + ["--kernel-stage", "10-20-40-80"]) == 0
+    listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
+    assert len(listed) == 6 and all("_10-20-40-80_" in line for line in listed)
