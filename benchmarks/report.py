@@ -193,6 +193,13 @@ def group_rows(rows):
     return groups
 
 
+def _cell_order(item):
+    """Sort table cells by kernel stage as numbers (5-10-20-40 before 10-20-40-80), upright
+    before rotated, then epochs."""
+    table, stage, protocol, epochs = item[0]
+    return (table, [int(v) for v in stage.split("-")], protocol != "upright", int(epochs))
+
+
 def ledger_section(rows) -> list:
     """The accuracy sections of BENCHMARKS.md generated from ledger ``rows``."""
     if not rows:
@@ -209,7 +216,7 @@ def ledger_section(rows) -> list:
         lines += [f"| kernel stage | protocol | epochs | arm | n | {unit} | paper | "
                   f"rotated {unit} | paper | BOPs | FLOPs | s / epoch |",
                   "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for (_, stage, protocol, epochs), arms in sorted(cells.items()):
+        for (_, stage, protocol, epochs), arms in sorted(cells.items(), key=_cell_order):
             for arm, arm_rows in arms.items():
                 first = arm_rows[0]
                 upright = "" if protocol == "rotated" else _fmt(_scores(arm_rows, "upright"), kind)
@@ -231,7 +238,7 @@ def ledger_section(rows) -> list:
         for c_table, c_stage, protocol, score, better, worse, text in CLAIMS:
             if c_table != table:
                 continue
-            for (_, stage, proto, epochs), arms in sorted(cells.items()):
+            for (_, stage, proto, epochs), arms in sorted(cells.items(), key=_cell_order):
                 if proto != protocol or (c_stage != "*" and c_stage != stage):
                     continue
                 if better not in arms or worse not in arms:
@@ -245,6 +252,40 @@ def ledger_section(rows) -> list:
         lines += ["", f"Produced by `python benchmarks/reproduce.py --only "
                   f"{_group_of(table)}`; each cell is `{commands[0]} ...` with the cell's "
                   "overrides (full command per cell in the ledger's `command` column).", ""]
+    return lines
+
+
+OPTIMIZER_NOTES = os.path.join(RESULTS, "optimizer_check_notes.md")
+
+
+def optimizer_section(rows) -> list:
+    """The MNIST budget check (benchmarks/optimizer_check.py): the Table 2 LeNets' first
+    epochs under the campaign's SGD reading and under Adam, training and test accuracy."""
+    if not rows:
+        return []
+    epochs = sorted({int(r["epoch"]) for r in rows})
+    lines = ["## Why are the binary LeNets at about 90% after 8 epochs? An optimizer check", "",
+             "The Table 2 LeNets (kernel stage 5-10-20-40, K = 4, upright, seed 0), trained "
+             f"{max(epochs)} epochs with the campaign recipe and with only the optimizer changed "
+             "to Adam lr 0.001. Train: accuracy on the training split as Keras logs it during "
+             "the epoch (dropout on); test: the 10,000 test images after the epoch. Command: "
+             "`python benchmarks/optimizer_check.py` (rows and per-cell `cbcn train` commands "
+             "in `benchmarks/results/optimizer_check.csv`).", "",
+             "| arm | optimizer | " + " | ".join(f"train / test top-1 % after epoch {e}"
+                                                 for e in epochs) + " |",
+             "|---|---|" + "---:|" * len(epochs)]
+    cells = {}
+    for row in rows:
+        cells.setdefault((row["arm"], row["optimizer"]), {})[int(row["epoch"])] = row
+    for (arm, optimizer), by_epoch in cells.items():
+        values = [f"{100 * float(by_epoch[e]['train_accuracy']):.1f} / "
+                  f"{100 * float(by_epoch[e]['test_accuracy']):.1f}" if e in by_epoch else ""
+                  for e in epochs]
+        label = "SGD m0.9 lr 0.01 (recipe)" if optimizer == "sgd" else "Adam lr 0.001"
+        lines.append(f"| {arm} | {label} | " + " | ".join(values) + " |")
+    lines.append("")
+    if os.path.exists(OPTIMIZER_NOTES):
+        lines += [open(OPTIMIZER_NOTES).read().strip(), ""]
     return lines
 
 
@@ -438,6 +479,7 @@ def main():
 
     ablation = _csv("ablation.csv") or []
     lines += ledger_section(ledger)
+    lines += optimizer_section(_csv("optimizer_check.csv") or [])
     lines += slow_start_section(ablation)
     write_demo_spread(ledger)
     lines += speed_section(os.path.join(RESULTS, "speed_options.json"))

@@ -210,3 +210,40 @@ def test_kernel_stage_filter_lists_only_that_stage(capsys, tmp_path):
     assert reproduce.main(argv + ["--kernel-stage", "10-20-40-80"]) == 0
     listed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("  ")]
     assert len(listed) == 6 and all("_10-20-40-80_" in line for line in listed)
+
+
+def test_table_rows_sort_kernel_stages_as_numbers():
+    rows = [_row(table="table2_mnist", arm="cbcn", stage=stage, seed=0, top1=0.9)
+            for stage in ("10-20-40-80", "5-10-20-40")]
+    lines = [line for line in report.ledger_section(rows) if line.startswith("| ")
+             and "-" in line.split("|")[1]]
+    assert [line.split("|")[1].strip() for line in lines] == ["5-10-20-40", "10-20-40-80"]
+
+
+def test_optimizer_check_changes_only_the_optimizer():
+    check = _load("optimizer_check")
+    cells = check.cells(epochs=3)
+    assert {optimizer for optimizer, _ in cells} == {"sgd", "adam"}
+    by_arm = {}
+    for optimizer, cell in cells:
+        assert cell.epochs == 3 and cell.seed == 0 and cell.kernel_stage == (5, 10, 20, 40)
+        config = reproduce.cell_config(cell)
+        by_arm.setdefault(cell.arm.rsplit("_", 1)[0], {})[optimizer] = config
+    for configs in by_arm.values():
+        sgd, adam = configs["sgd"], configs["adam"]
+        assert (sgd.optimizer, sgd.lr) == ("sgd", 0.01)  # the campaign's recipe as it is
+        assert (adam.optimizer, adam.lr) == ("adam", 0.001)
+        import dataclasses
+
+        assert dataclasses.replace(adam, optimizer="sgd", lr=0.01) == sgd
+
+
+def test_optimizer_section_reads_the_check_rows():
+    rows = [dict(arm="xnor", optimizer=opt, epoch=str(e), train_accuracy=str(tr),
+                 test_accuracy=str(te), command="cbcn train ...")
+            for opt, e, tr, te in (("sgd", 1, 0.25, 0.5), ("sgd", 2, 0.39, 0.65),
+                                   ("adam", 1, 0.75, 0.957), ("adam", 2, 0.91, 0.97))]
+    text = "\n".join(report.optimizer_section(rows))
+    assert "| xnor | SGD m0.9 lr 0.01 (recipe) | 25.0 / 50.0 | 39.0 / 65.0 |" in text
+    assert "| xnor | Adam lr 0.001 | 75.0 / 95.7 | 91.0 / 97.0 |" in text
+    assert report.optimizer_section([]) == []
