@@ -65,7 +65,8 @@ KEY = ("table", "arm", "kernel_stage", "protocol", "seed", "epochs", "steps_per_
 COLUMNS = KEY + (
     "group", "model", "orientations", "kernel_quantizer", "dataset", "score_split", "top1",
     "rot_top1", "top5", "val_curve", "bops", "flops", "seconds_per_epoch", "train_seconds",
-    "status", "finished_utc", "command",
+    "status", "finished_utc", "command", "precise_bn", "top1_moving_bn", "rot_top1_moving_bn",
+    "train_curve",
 )
 # Seconds per epoch assumed when the ledger has no row of the same arm yet (conservative: the
 # slowest arm of each group measured on this machine while other jobs ran, plus a margin).
@@ -233,11 +234,12 @@ def finished_keys(rows) -> set:
     return {row_key(row) for row in rows}
 
 
-def append_row(path, row) -> None:
+def append_row(path, row, *, replace=False) -> None:
     """Add ``row`` to the ledger: the whole file is rewritten to a temp file, then renamed.
 
     An exclusive lock on ``PATH.lock`` makes read + rewrite one step, so campaigns of several
-    groups may run at the same time against one ledger without losing rows.
+    groups may run at the same time against one ledger without losing rows. ``replace=True``
+    drops the rows of the same cell first (``--rescore``).
     """
     import fcntl
 
@@ -246,7 +248,8 @@ def append_row(path, row) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path + ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        rows = read_ledger(path) + [{k: row.get(k, "") for k in COLUMNS}]
+        rows = [r for r in read_ledger(path) if not (replace and row_key(r) == row_key(row))]
+        rows.append({k: row.get(k, "") for k in COLUMNS})
 
         def write(tmp):
             with open(tmp, "w", newline="", encoding="utf-8") as handle:
@@ -344,13 +347,19 @@ def run_cell(cell: Cell, run_dir: str, verbose: int = 2) -> dict:
         files.write_text(timing_path, json.dumps(
             {"seconds": seconds, "epochs_trained": trained}))
     timing = json.load(open(timing_path)) if os.path.exists(timing_path) else None
+    # BN statistics at the final weights (training/precise_bn.py): `train` saved them already
+    # (re-estimating the same weights on the same seeded batches gives them back); a run
+    # trained before that option existed gets them here, so every row is scored alike.
+    precise = training.precise_batch_norm(model, training.resolve_config(config))
     scores = {}
     common = dict(split=config.eval_split, data_dir=config.data_dir,
                   validation_fraction=config.validation_fraction, batch_size=256)
     scores["upright"] = training.evaluate(model, config.dataset, **common)
     scores["rotated"] = training.evaluate(model, config.dataset, rotate=True, **common)
     totals = cbcn_summary(model, print_fn=None).totals
-    return _row(cell, config, run_dir, scores, history, timing, status, totals)
+    row = _row(cell, config, run_dir, scores, history, timing, status, totals)
+    row["precise_bn"] = str(precise)
+    return row
 
 
 def _row(cell, config, run_dir, scores, history, timing, status, totals=None):
@@ -366,6 +375,8 @@ def _row(cell, config, run_dir, scores, history, timing, status, totals=None):
         status=status, command=command_line(cell, run_dir),
         finished_utc=datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         val_curve=" ".join(f"{h[accuracy_key]:.4f}" for h in history if accuracy_key in h),
+        # Training-split accuracy per epoch as Keras logs it (dropout on, batch statistics).
+        train_curve=" ".join(f"{h['accuracy']:.4f}" for h in history if "accuracy" in h),
     )
     if scores:
         row.update(top1=f"{scores['upright']['top1']:.4f}", top5=f"{scores['upright']['top5']:.4f}",
@@ -381,6 +392,31 @@ def _row(cell, config, run_dir, scores, history, timing, status, totals=None):
 
 
 # --- main -------------------------------------------------------------------------------------
+
+
+def rescore(cells, rows, args) -> int:
+    """Re-score (precise BN, then upright and rotated) finished cells with an empty
+    ``precise_bn`` column, replacing their rows; a cell without its run folder is listed."""
+    by_key = {row_key(row): row for row in rows}
+    missing = []
+    for cell in cells:
+        row = by_key.get(cell.key())
+        if row is None or row.get("precise_bn"):
+            continue
+        run_dir = os.path.join(os.path.abspath(args.runs_dir), cell.run_name())
+        if not os.path.exists(os.path.join(run_dir, "model.h5")):
+            missing.append(cell.run_name())
+            continue
+        new = run_cell(cell, run_dir, verbose=args.verbose)
+        new["finished_utc"] = row["finished_utc"]  # when it was trained
+        # The scores with Keras' moving averages as trained, kept beside the new ones.
+        new["top1_moving_bn"], new["rot_top1_moving_bn"] = row["top1"], row["rot_top1"]
+        append_row(args.ledger, new, replace=True)
+        print(f"  {cell.run_name()}: top1 {row['top1']} -> {new['top1']}, rotated "
+              f"{row['rot_top1']} -> {new['rot_top1']}", flush=True)
+    if missing:
+        print(f"Not rescored (no run folder in {args.runs_dir}): {', '.join(missing)}")
+    return 1 if missing else 0
 
 
 def main(argv=None) -> int:
@@ -403,6 +439,10 @@ def main(argv=None) -> int:
     parser.add_argument("--steps-per-epoch", type=int, default=None,
                         help="cap each epoch (smoke runs; recorded in the ledger key)")
     parser.add_argument("--dry-run", action="store_true", help="list the cells to run and stop")
+    parser.add_argument("--rescore", action="store_true",
+                        help="score again the finished cells whose row predates precise BN "
+                             "statistics (empty precise_bn column), from their run folders in "
+                             "--runs-dir, without retraining; then stop")
     parser.add_argument("--verbose", type=int, default=2, help="Keras verbosity")
     args = parser.parse_args(argv)
 
@@ -418,6 +458,8 @@ def main(argv=None) -> int:
         cells = [cell for cell in cells
                  if "-".join(map(str, cell.kernel_stage)) == args.kernel_stage]
     rows = read_ledger(args.ledger)
+    if args.rescore:
+        return rescore(cells, rows, args)
     todo, _ = plan(cells, rows)
     print(f"{len(cells)} cells, {len(cells) - len(todo)} already in {args.ledger}, "
           f"{len(todo)} to run (about {sum(estimate_seconds(c, rows) for c in todo) / 60:.0f} "

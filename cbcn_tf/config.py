@@ -91,6 +91,11 @@ class TrainConfig:
     center_loss_epochs: int = 0
     center_loss_weight: float = 0.01  # lambda
     center_loss_alpha: float = 0.5  # centre update rate
+    # Precise BatchNorm statistics (cbcn_tf/training/precise_bn.py): before each validation and
+    # at the end, every BN layer's moving statistics are re-estimated at the current weights
+    # as the average over this many training batches (0: Keras' moving averages as trained).
+    # Single-process runs only: distributed runs keep Keras' moving averages.
+    precise_bn_batches: int = 50
     # Runtime.
     seed: int = 0
     deterministic: bool = False
@@ -163,6 +168,9 @@ def check_values(config: TrainConfig) -> None:
         value = getattr(config, key)
         if value is not None and value < 1:
             raise ConfigError(f"config key {key!r} must be a positive integer, got {value}.")
+    if config.precise_bn_batches < 0:
+        raise ConfigError("config key 'precise_bn_batches' must be 0 (off) or a positive number "
+                          f"of batches, got {config.precise_bn_batches}.")
     if config.lr_scaling == "linear" and config.base_batch_size is None:
         raise ConfigError(
             "lr_scaling 'linear' needs base_batch_size (the batch size lr was tuned for), "

@@ -150,6 +150,7 @@ def test_tiny_campaign_runs_cells_and_skips_them_when_run_again(tmp_path, capsys
         assert 0.0 <= float(row["top1"]) <= 1.0 and 0.0 <= float(row["rot_top1"]) <= 1.0
         assert int(row["bops"]) > 0 and float(row["seconds_per_epoch"]) > 0
         assert row["command"].startswith("cbcn train --config digits_demo")
+        assert len(row["train_curve"].split()) == len(row["val_curve"].split()) == 1
         run = runs / "demo_digits" / f"{row['arm']}_4-4-8-16_upright_s0_e1_spe2"
         assert (run / "model.h5").exists() and (run / "history.csv").exists()
     # The CBCN row's accuracy is what evaluate() gives for the saved model.
@@ -247,3 +248,41 @@ def test_optimizer_section_reads_the_check_rows():
     assert "| xnor | SGD m0.9 lr 0.01 (recipe) | 25.0 / 50.0 | 39.0 / 65.0 |" in text
     assert "| xnor | Adam lr 0.001 | 75.0 / 95.7 | 91.0 / 97.0 |" in text
     assert report.optimizer_section([]) == []
+
+
+def test_rescore_replaces_old_rows_without_retraining(tmp_path, capsys):
+    """A row written before precise BN (empty precise_bn) is scored again from its run folder:
+    same training (history and model file untouched), the row replaced, not duplicated."""
+    ledger, runs = tmp_path / "ledger.csv", tmp_path / "runs"
+    argv = ["--only", "demo", "--epochs", "1", "--steps-per-epoch", "3", "--seeds", "1",
+            "--arms", "cbcn", "--ledger", str(ledger), "--runs-dir", str(runs), "--verbose", "0"]
+    assert reproduce.main(argv) == 0
+    row = next(csv.DictReader(open(ledger)))
+    assert row["precise_bn"] == "3"  # at most one epoch of batches
+    run = runs / "demo_digits" / "cbcn_4-4-8-16_upright_s0_e1_spe3"
+    model_time = os.path.getmtime(run / "model.h5")
+    stale = dict(row, precise_bn="", top1="0.0001")  # as an older harness wrote it
+    with open(ledger, "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=reproduce.COLUMNS)
+        writer.writeheader()
+        writer.writerow(stale)
+    assert reproduce.main(argv + ["--rescore"]) == 0
+    rows = list(csv.DictReader(open(ledger)))
+    assert len(rows) == 1 and rows[0]["precise_bn"] == "3"
+    assert rows[0]["top1"] == row["top1"]  # the same weights and statistics, scored again
+    assert rows[0]["finished_utc"] == row["finished_utc"]
+    assert (rows[0]["top1_moving_bn"], rows[0]["rot_top1_moving_bn"]) == ("0.0001",
+                                                                          row["rot_top1"])
+    assert os.path.getmtime(run / "model.h5") == model_time
+    assert "0.0001 ->" in capsys.readouterr().out
+
+
+def test_precise_bn_section_lists_before_and_after():
+    rows = [dict(_row(table="table2_mnist", arm="cbcn", stage="5-10-20-40", seed=1, top1=0.9089,
+                      rot=0.70), top1_moving_bn="0.5839", rot_top1_moving_bn="0.5093"),
+            _row(table="table2_mnist", arm="xnor", stage="5-10-20-40", seed=1)]
+    text = "\n".join(report.precise_bn_section(rows))
+    assert ("| table2_mnist | 5-10-20-40 | upright | cbcn | 1 | 58.39 | 90.89 | 50.93 | 70.00 |"
+            in text)
+    assert "| xnor |" not in text  # rows without a before score are not listed
+    assert report.precise_bn_section(rows[1:]) == []

@@ -2,7 +2,9 @@
 
 Modules: `loop` (train), `build` (config -> model), `optim` (optimiser, schedule, weight decay),
 `center_loss`, `callbacks`, `inputs` (input pipelines), `distribute` (strategies), `rundir`
-(the run folder: files, resume, rollback) and `evaluation` (scores, model files).
+(the run folder: files, resume, rollback), `precise_bn` (BN statistics re-estimated at the
+final weights before validation and saving; ``precise_bn_batches``) and `evaluation` (scores,
+model files).
 
 A run writes everything to its output folder::
 
@@ -53,18 +55,20 @@ from cbcn_tf.training.loop import TrainResult, train
 from cbcn_tf.training.optim import (WEIGHT_DECAY_SCOPES, add_weight_decay,
                                     compile_for_classification, lr_schedule, make_optimizer,
                                     scaled_lr)
+from cbcn_tf.training.precise_bn import (PreciseBatchNorm, precise_batch_norm,
+                                         reestimate_batch_norm)
 from cbcn_tf.training.rundir import (BACKUP_DIR, CURVES_FILE, HISTORY_FILE, MODEL_FILE,
                                      SUMMARY_FILE, TENSORBOARD_DIR, RunDir, read_history)
 
 __all__ = [
     "BACKUP_DIR", "CURVES_FILE", "CenterLossModel", "CenterLossStage", "CheckStartEpoch",
-    "EVAL_SEED", "HISTORY_FILE", "HistoryLogger", "MODEL_FILE", "NaNGuard",
+    "EVAL_SEED", "HISTORY_FILE", "HistoryLogger", "MODEL_FILE", "NaNGuard", "PreciseBatchNorm",
     "RunDir", "STRATEGIES", "SUMMARY_FILE", "TENSORBOARD_DIR", "TrainResult",
     "TrainingDiverged", "WEIGHT_DECAY_SCOPES", "add_weight_decay", "build_model",
     "center_deltas", "center_loss", "check_input_shape", "check_model_fits_data",
     "check_model_settings", "compile_for_classification",
     "dataset_model_kwargs", "evaluate", "is_chief", "load_model", "lr_schedule",
-    "make_input_fn", "make_optimizer", "make_strategy", "model_from_kwargs", "read_history",
-    "resolve_config", "run_eval_options", "save_model", "scaled_lr", "summary_text", "train",
+    "make_input_fn", "make_optimizer", "make_strategy", "model_from_kwargs",
+    "precise_batch_norm", "read_history", "reestimate_batch_norm", "resolve_config", "run_eval_options", "save_model", "scaled_lr", "summary_text", "train",
     "write_summary",
 ]

@@ -17,6 +17,7 @@ from cbcn_tf.training.evaluation import save_model, write_summary
 from cbcn_tf.training.inputs import training_data
 from cbcn_tf.training.optim import (add_weight_decay, compile_for_classification,
                                     lr_schedule, make_optimizer, scaled_lr)
+from cbcn_tf.training.precise_bn import PreciseBatchNorm
 from cbcn_tf.training.rundir import (CURVES_FILE, HISTORY_FILE, MODEL_FILE, SUMMARY_FILE,
                                      TENSORBOARD_DIR, RunDir)
 
@@ -137,6 +138,9 @@ class _Fit:
             # backup/workertemp_<id>, which Keras deletes after every save.
             tf.keras.callbacks.BackupAndRestore(run.backup_dir, delete_checkpoint=False),
         ]
+        if config.precise_bn_batches and config.distribute == "none":
+            # Before BackupAndRestore's epoch-end save and model.h5: both keep these statistics.
+            callbacks.insert(3, PreciseBatchNorm(model, config))
         if config.center_loss_epochs:
             callbacks.append(CenterLossStage(config.epochs, config.center_loss_weight))
         if config.tensorboard:
