@@ -128,6 +128,7 @@ def load_dataset(
     training: bool = False,
     data_dir: str | None = None,
     rotate: bool = False,
+    angle: float | None = None,
     seed: int = 0,
     shuffle_buffer: int = 10_000,
     validation_fraction: float | None = None,
@@ -174,7 +175,9 @@ def load_dataset(
     ``training=True`` shuffles (seeded, reshuffled every epoch) and augments; augmentation draws
     stateless per-example seeds from ``tf.data.Dataset.random(seed)``, so a run is reproducible.
     ``rotate=True`` may be combined with ``training=True`` (the rotated-train protocol); the
-    angles stay fixed per example, as in a pre-rotated dataset. With ``input_context`` the data
+    angles stay fixed per example, as in a pre-rotated dataset. ``angle=DEGREES`` instead turns
+    every example by that one angle (counter-clockwise about the centre, corners black as with
+    ``rotate``): the points of an accuracy-against-angle curve. With ``input_context`` the data
     is sharded per input pipeline before shuffling and ``batch_size`` is the global batch size.
     ``cache=True`` keeps the decoded source images in memory after the first epoch (CIFAR-10:
     about 150 MB), so later epochs skip JPEG decoding.
@@ -214,7 +217,7 @@ def load_dataset(
         batch_size = input_context.get_per_replica_batch_size(batch_size)
     if cache:
         ds = ds.cache()
-    prepare = make_prepare(info, training=training, rotate=rotate, seed=seed)
+    prepare = make_prepare(info, training=training, rotate=rotate, seed=seed, angle=angle)
     if training and epochs is not None:
         source = ds
 
