@@ -50,8 +50,9 @@ def evaluate_angles(model, dataset: str, angles, *, split: str = "test", batch_s
                     verbose: int = 0) -> dict:
     """`evaluate` at each fixed angle of ``angles`` (degrees): ``{angle: scores}``.
 
-    Every image of the split is turned by the same angle (``evaluate(angle=...)``); the model
-    is compiled once for the whole sweep. Angle 0 is the upright score.
+    Every image of the split is turned by the same angle (``evaluate(angle=...)``); the split
+    is read once (`cbcn_tf.data.load_turned`) and the model compiled once for the whole sweep.
+    Angle 0 is the upright score.
 
     Example:
         >>> from cbcn_tf.models import create_model
@@ -63,10 +64,10 @@ def evaluate_angles(model, dataset: str, angles, *, split: str = "test", batch_s
         model = load_model(model)
     check_model_fits_data(model, dataset, data_dir)
     scorer = _scorer(model)
-    return {angle: _score(scorer, data_lib.load_dataset(
-                dataset, split, batch_size=batch_size, data_dir=data_dir, angle=angle,
-                seed=EVAL_SEED, validation_fraction=validation_fraction), verbose)
-            for angle in angles}
+    turned = data_lib.load_turned(dataset, split, angles, batch_size=batch_size,
+                                  data_dir=data_dir, seed=EVAL_SEED,
+                                  validation_fraction=validation_fraction)
+    return {angle: _score(scorer, data, verbose) for angle, data in turned.items()}
 
 
 def _scorer(model):
