@@ -129,27 +129,29 @@ def test_invariance_group_sweeps_angles_and_recomputes_only_missing_ones(
     ledger, angles, runs = tmp_path / "ledger.csv", tmp_path / "angles.csv", tmp_path / "runs"
     argv = ["--only", "invariance", "--epochs", "1", "--steps-per-epoch", "2", "--seeds", "1",
             "--angle-step", "90", "--ledger", str(ledger), "--angles-ledger", str(angles),
-            "--verbose", "0", "--arms", "cbcn,cbcn_invariant"]  # xnor / float: the same path
+            "--verbose", "0", "--arms", "cbcn_invariant"]  # the other arms: the same path
     assert reproduce.main(argv + ["--runs-dir", str(runs)]) == 0
     rows, swept = _rows(ledger), _rows(angles)
-    assert sorted(r["arm"] for r in rows) == ["cbcn", "cbcn_invariant"]
-    assert len(swept) == 2 * 4 and tuple(swept[0]) == reproduce.ANGLE_COLUMNS
-    for row in rows:
-        curve = {int(r["angle"]): float(r["top1"]) for r in swept
-                 if reproduce.row_key(r) == reproduce.row_key(row)}
-        assert sorted(curve) == [0, 90, 180, 270]
-        assert curve[0] == pytest.approx(float(row["top1"]), abs=1e-4)  # angle 0 = upright
-        if row["arm"] == "cbcn_invariant":  # exact after training steps too
-            assert len(set(curve.values())) == 1
-    # Drop the CBCN's angle rows: the next run sweeps its saved model again, found through
+    assert [r["arm"] for r in rows] == ["cbcn_invariant"]
+    assert len(swept) == 4 and tuple(swept[0]) == reproduce.ANGLE_COLUMNS
+    assert all(reproduce.row_key(r) == reproduce.row_key(rows[0]) for r in swept)
+    curve = {int(r["angle"]): float(r["top1"]) for r in swept}
+    assert sorted(curve) == [0, 90, 180, 270]
+    assert curve[0] == pytest.approx(float(rows[0]["top1"]), abs=1e-4)  # angle 0 = upright
+    assert len(set(curve.values())) == 1  # exactly invariant after training steps too
+    # Drop two of its angle rows: the next run sweeps its saved model again, found through
     # the ledger's --output (another --runs-dir), and never trains.
-    cbcn = next(r for r in rows if r["arm"] == "cbcn")
-    keep = [r for r in swept if reproduce.row_key(r) != reproduce.row_key(cbcn)]
-    with open(angles, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=reproduce.ANGLE_COLUMNS)
-        writer.writeheader()
-        writer.writerows(keep)
-    model_file = runs / "demo_digits" / "cbcn_4-4-8-16_upright_s0_e1_spe2" / "model.h5"
+    keep = [r for r in swept if r["angle"] in ("0", "90")]
+
+    def write_angles(kept):
+        with open(angles, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=reproduce.ANGLE_COLUMNS)
+            writer.writeheader()
+            writer.writerows(kept)
+
+    write_angles(keep)
+    model_file = (runs / "invariance_digits" / "cbcn_invariant_4-4-8-16_upright_s0_e1_spe2"
+                  / "model.h5")
     mtime = os.path.getmtime(model_file)
 
     def no_training(*args, **kwargs):
@@ -160,23 +162,20 @@ def test_invariance_group_sweeps_angles_and_recomputes_only_missing_ones(
     assert reproduce.main(argv + ["--runs-dir", str(tmp_path / "elsewhere")]) == 0
     assert "0 to run, 1 to sweep only" in capsys.readouterr().out
     again = _rows(angles)
-    assert len(again) == 8 and os.path.getmtime(model_file) == mtime
-    assert sorted((r["angle"], r["top1"]) for r in again if r["arm"] == "cbcn") == sorted(
-        (r["angle"], r["top1"]) for r in swept if r["arm"] == "cbcn")
-    assert len(_rows(ledger)) == 2
+    assert os.path.getmtime(model_file) == mtime
+    assert sorted((r["angle"], r["top1"]) for r in again) == sorted(
+        (r["angle"], r["top1"]) for r in swept)
+    assert len(_rows(ledger)) == 1
     # Complete: nothing to do.
     assert reproduce.main(argv + ["--runs-dir", str(runs)]) == 0
     assert "All selected cells are in the ledger." in capsys.readouterr().out
-    assert len(_rows(angles)) == 8
+    assert len(_rows(angles)) == 4
     # A cell without its angles and without a model: one clear failure, nothing written.
-    with open(angles, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=reproduce.ANGLE_COLUMNS)
-        writer.writeheader()
-        writer.writerows(keep)
+    write_angles(keep)
     os.rename(model_file.parent, tmp_path / "moved")
     assert reproduce.main(argv + ["--runs-dir", str(runs)]) == 1
     assert "no model.h5 was found" in capsys.readouterr().out
-    assert len(_rows(angles)) == 4
+    assert len(_rows(angles)) == 2
 
 
 def _synthetic(table, arm, seed, top1, rot):
