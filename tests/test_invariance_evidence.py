@@ -138,7 +138,9 @@ def test_invariance_group_sweeps_angles_and_recomputes_only_missing_ones(
     curve = {int(r["angle"]): float(r["top1"]) for r in swept}
     assert sorted(curve) == [0, 90, 180, 270]
     assert curve[0] == pytest.approx(float(rows[0]["top1"]), abs=1e-4)  # angle 0 = upright
-    assert len(set(curve.values())) == 1  # exactly invariant after training steps too
+    # Invariant after training steps too, up to a rare sign flipped by float rounding (docs/
+    # METHOD.md §12.3): at most one of the 360 test images may change its class.
+    assert max(curve.values()) - min(curve.values()) <= 1 / 360 + 1e-6
     # Drop two of its angle rows: the next run sweeps its saved model again, found through
     # the ledger's --output (another --runs-dir), and never trains.
     keep = [r for r in swept if r["angle"] in ("0", "90")]
