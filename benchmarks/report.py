@@ -328,7 +328,7 @@ def invariance_section(rows, angle_rows, latency=None, png=ANGLE_PNG) -> list:
              "same CBCN with `invariant=True` (`cbcn_invariant`: lifting stem, orientation-"
              "shared BN / PReLU, circulant shortcuts, symmetric downsampling, orientation max-"
              "pool; docs/METHOD.md §12, exactly invariant to quarter turns at these input "
-             "sizes), XNOR and full precision. The plain arms are the upright cells of the "
+             "sizes, up to a rare sign flipped by float rounding, §12.3), XNOR and full precision. The plain arms are the upright cells of the "
              "demo / Table 2 / Tables 3 / 4 campaigns (the same runs, not retrained). Scored on "
              "the upright and the rotated split (each image its own seeded angle), and at fixed "
              "angles 0, 15, ..., 345 degrees (every image turned by the same angle) for the "
