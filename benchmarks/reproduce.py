@@ -17,9 +17,23 @@ Groups (``--only``):
 * ``demo``: the setting of ``cbcn demo`` (recipe ``digits_demo``, its three arms), 5 seeds, so
   the demo can print the seed spread next to its one run.
 * ``ablation``: why CBCN starts slowly (digits, validation split; see ``ABLATIONS``).
+* ``invariance``: the evidence for the quarter-turn invariant CBCN (``invariant=True``, docs/
+  METHOD.md §12), see ``INVARIANCE_TABLES``: upright-trained CBCN with and without the option,
+  XNOR and full precision, 2 seeds, on the digits (the demo's setting), MNIST (LeNet 5-10-20-40,
+  Table 2's budget) and CIFAR-10 (ResNet18, Tables 3 / 4's budget). The plain arms ARE the
+  upright cells of ``demo`` / ``mnist`` / ``cifar10`` (same recipe, seed, epochs: the same
+  training run, the same ledger key), so they are trained once and shared; only the
+  ``cbcn_invariant`` cells (the CBCN recipe + ``model_kwargs.invariant=true``) are new.
+  Every cell of this group is also scored at fixed angles 0, 15, ..., 345 degrees (every
+  image turned by the same angle) into the second ledger ``benchmarks/results/angles.csv``;
+  ``--angles`` does the same for the cells of any group.
 
 The ledger (``benchmarks/results/reproduce.csv``) gets one row per finished cell, rewritten
-atomically (temp file + rename) as each cell finishes; cells already in it are skipped.
+atomically (temp file + rename) as each cell finishes; cells already in it are skipped. The
+angle ledger (``--angles-ledger``) gets one row per (cell, angle), written the same way after
+the cell's sweep; a cell in the main ledger without its angle rows is swept on the next run
+from its saved model (the run folder named by its ledger row's ``--output``, else the one in
+``--runs-dir``), without training again.
 Cells run seed-major (seed 0 of every arm before seed 1), so a campaign cut short still has
 every arm. ``--budget-minutes N`` stops before a cell whose estimated time (seconds per epoch
 of the same arm in the ledger, else a conservative default, times its epochs) does not fit in
@@ -30,6 +44,7 @@ Usage:
     python benchmarks/reproduce.py --only mnist --budget-minutes 300 --runs-dir /tmp/campaign
     python benchmarks/reproduce.py --only demo --dry-run      # list cells and estimates
     python benchmarks/reproduce.py --only mnist --kernel-stage 5-10-20-40   # one stage only
+    python benchmarks/reproduce.py --only invariance --runs-dir /tmp/campaign  # issue 12
     python benchmarks/reproduce.py --only demo --epochs 1 --steps-per-epoch 2 --seeds 1 \\
         --ledger /tmp/ledger.csv --runs-dir /tmp/runs          # a tiny smoke run
 """
@@ -50,7 +65,8 @@ ROOT = os.path.dirname(HERE)
 RECIPES = os.path.join(HERE, "recipes")
 LEDGER = os.path.join(HERE, "results", "reproduce.csv")
 SHARED = os.path.join(ROOT, "..", "shared", "datasets")
-GROUPS = ("mnist", "cifar10", "demo", "ablation")
+ANGLES_LEDGER = os.path.join(HERE, "results", "angles.csv")
+GROUPS = ("mnist", "cifar10", "demo", "ablation", "invariance")
 
 # Campaign budgets (stated in the recipes and BENCHMARKS.md), chosen from measured epoch times
 # so the MNIST part fits about 5 hours and the CIFAR-10 part about 4 hours of this machine.
@@ -59,6 +75,8 @@ CIFAR_EPOCHS = 8
 CIFAR_KERNEL_STAGE = (4, 4, 8, 16)
 DEMO_SEEDS = 5
 ABLATION_SEEDS = 2
+INVARIANCE_SEEDS = 2
+ANGLE_STEP = 15  # degrees between the points of the accuracy-against-angle curves
 
 # Ledger key: a cell is finished when a row with these values exists.
 KEY = ("table", "arm", "kernel_stage", "protocol", "seed", "epochs", "steps_per_epoch")
@@ -68,11 +86,28 @@ COLUMNS = KEY + (
     "status", "finished_utc", "command", "precise_bn", "top1_moving_bn", "rot_top1_moving_bn",
     "train_curve",
 )
+# The angle ledger: one row per (cell, angle).
+ANGLE_KEY = KEY + ("angle",)
+ANGLE_COLUMNS = ANGLE_KEY + ("top1", "top5", "dataset", "score_split", "finished_utc")
 # Seconds per epoch assumed when the ledger has no row of the same arm yet (conservative: the
 # slowest arm of each group measured on this machine while other jobs ran, plus a margin).
-DEFAULT_SECONDS_PER_EPOCH = {"mnist": 200.0, "cifar10": 200.0, "demo": 10.0, "ablation": 10.0}
+DEFAULT_SECONDS_PER_EPOCH = {"mnist": 200.0, "cifar10": 200.0, "demo": 10.0, "ablation": 10.0,
+                             "invariance": 250.0}
 # Evaluation, model building and saving around the epochs, per cell.
-OVERHEAD_SECONDS = {"mnist": 60.0, "cifar10": 60.0, "demo": 20.0, "ablation": 20.0}
+OVERHEAD_SECONDS = {"mnist": 60.0, "cifar10": 60.0, "demo": 20.0, "ablation": 20.0,
+                    "invariance": 60.0}
+# An invariant cell without a measurement of its own: the plain CBCN's epoch time times this.
+# Measured training steps (batch 128, interleaved, load average 5-6): invariant / plain LeNet
+# 5-10-20-40 at 28x28 1.5x, ResNet18 4-4-8-16 at 32x32 2.0x (its even maps are halved by a
+# stride-1 conv and a 2x2 pool: 1.22x the binary MACs, at full resolution in float).
+INVARIANT_SLOWDOWN = 2.0
+# Seconds to score one angle of the sweep (default 12 for other tables). Measured here (load
+# average 5-6 from other jobs): 24 angles of the invariant LeNet 5-10-20-40 on the 10,000 MNIST
+# test images took 88 s, of the invariant ResNet18 4-4-8-16 on the 5,000 CIFAR-10 validation
+# images 261 s (the split read once, `cbcn_tf.data.load_turned`), so the step stays 15 degrees.
+SWEEP_SECONDS_PER_ANGLE = {"demo_digits": 1.0, "invariance_digits": 1.0,
+                           "table2_mnist": 5.0, "invariance_mnist": 5.0,
+                           "tables3_4_cifar10": 12.0, "invariance_cifar10": 12.0}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,6 +124,9 @@ class Cell:
     seed: int
     epochs: int
     steps_per_epoch: int | None = None
+    # The invariance table whose accuracy-against-angle curve needs this cell ("" = none, "*"
+    # for `--angles`): the cell is then swept at fixed angles. Not part of the key.
+    sweep: str = ""
 
     def key(self) -> tuple:
         return (self.table, self.arm, "-".join(map(str, self.kernel_stage)), self.protocol,
@@ -203,14 +241,60 @@ def ablation_cells(epochs=None, seeds=None):
     return _seed_major(cells)
 
 
+# Invariance evidence (issue 12): table -> (the table whose upright cells are the plain arms,
+# those arms). The tables add one arm, `INVARIANT_ARM`: the plain CBCN cell of the same seed
+# with `INVARIANT_SET` as its only extra override. Digits: the demo's setting (16x16, minutes);
+# MNIST: LeNet 5-10-20-40 as Table 2 (28x28); CIFAR-10: ResNet18 as Tables 3 / 4 (32x32).
+# Every fixed square input size is exactly quarter-turn invariant (docs/METHOD.md §12.2).
+INVARIANT_ARM = "cbcn_invariant"
+INVARIANT_SET = "model_kwargs.invariant=true"
+INVARIANCE_TABLES = {
+    "invariance_digits": ("demo_digits", ("cbcn", "xnor", "float")),
+    "invariance_mnist": ("table2_mnist", ("cbcn", "xnor", "fp")),
+    "invariance_cifar10": ("tables3_4_cifar10", ("cbcn", "xnor_doubled", "fp")),
+}
+INVARIANCE_STAGE = {"invariance_mnist": (5, 10, 20, 40)}  # which Table 2 stage
+
+
+def invariance_cells(epochs=None, seeds=None):
+    """The cells of the invariance tables: the reused upright cells of the source tables (the
+    same `Cell` keys as in their own groups, marked to be swept) and the invariant CBCN cells."""
+    n = INVARIANCE_SEEDS if seeds is None else min(seeds, INVARIANCE_SEEDS)
+    sources = {"demo_digits": lambda: demo_cells(epochs, n),
+               "table2_mnist": lambda: mnist_cells(epochs or MNIST_EPOCHS, n),
+               "tables3_4_cifar10": lambda: cifar_cells(epochs or CIFAR_EPOCHS, n)}
+    cells = []
+    for table, (source, arms) in INVARIANCE_TABLES.items():
+        stage = INVARIANCE_STAGE.get(table)
+        reused = [dataclasses.replace(cell, sweep=table) for cell in sources[source]()
+                  if cell.arm in arms and cell.protocol == "upright" and cell.seed < n
+                  and (stage is None or cell.kernel_stage == stage)]
+        cells += reused + [
+            dataclasses.replace(cell, group="invariance", table=table, arm=INVARIANT_ARM,
+                                overrides=cell.overrides + (INVARIANT_SET,))
+            for cell in reused if cell.arm == arms[0]]
+    return _seed_major(cells)
+
+
+def invariance_arms(table) -> dict:
+    """{arm: table of its ledger rows} of an invariance table, the invariant CBCN second."""
+    source, arms = INVARIANCE_TABLES[table]
+    return {arms[0]: source, INVARIANT_ARM: table, **{arm: source for arm in arms[1:]}}
+
+
 def all_cells(only=GROUPS, *, epochs=None, seeds=None, steps_per_epoch=None):
     makers = {
         "mnist": lambda: mnist_cells(epochs or MNIST_EPOCHS, seeds),
         "cifar10": lambda: cifar_cells(epochs or CIFAR_EPOCHS, seeds),
         "demo": lambda: demo_cells(epochs, seeds),
         "ablation": lambda: ablation_cells(epochs, seeds),
+        "invariance": lambda: invariance_cells(epochs, seeds),
     }
-    cells = [cell for group in only for cell in makers[group]()]
+    merged = {}  # one cell per key (groups share cells); a sweep mark wins
+    for cell in (cell for group in only for cell in makers[group]()):
+        if cell.key() not in merged or (cell.sweep and not merged[cell.key()].sweep):
+            merged[cell.key()] = cell
+    cells = list(merged.values())
     if steps_per_epoch:
         cells = [dataclasses.replace(cell, steps_per_epoch=steps_per_epoch) for cell in cells]
     return cells
@@ -241,6 +325,11 @@ def append_row(path, row, *, replace=False) -> None:
     groups may run at the same time against one ledger without losing rows. ``replace=True``
     drops the rows of the same cell first (``--rescore``).
     """
+    append_rows(path, [row], COLUMNS, replace=replace)
+
+
+def append_rows(path, new_rows, columns, *, replace=False) -> None:
+    """`append_row` for several rows at once (all or none), of a ledger with ``columns``."""
     import fcntl
 
     from cbcn_tf import files
@@ -248,16 +337,40 @@ def append_row(path, row, *, replace=False) -> None:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     with open(path + ".lock", "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        rows = [r for r in read_ledger(path) if not (replace and row_key(r) == row_key(row))]
-        rows.append({k: row.get(k, "") for k in COLUMNS})
+        replaced = {row_key(row) for row in new_rows} if replace else set()
+        rows = [row for row in read_ledger(path) if row_key(row) not in replaced]
+        rows += [{k: row.get(k, "") for k in columns} for row in new_rows]
 
         def write(tmp):
             with open(tmp, "w", newline="", encoding="utf-8") as handle:
-                writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
+                writer = csv.DictWriter(handle, fieldnames=columns, extrasaction="ignore")
                 writer.writeheader()
                 writer.writerows(rows)
 
         files.atomic_write(path, write)
+
+
+def sweep_angles(step=ANGLE_STEP) -> list:
+    """The fixed angles of a sweep: 0, step, ... below 360 degrees."""
+    return list(range(0, 360, step))
+
+
+def missing_angles(cell: Cell, angle_rows, angles) -> list:
+    """The angles of ``angles`` that ``cell`` has no row for in the angle ledger."""
+    have = {row.get("angle") for row in angle_rows if row_key(row) == cell.key()}
+    return [angle for angle in angles if str(angle) not in have]
+
+
+def needs(cell: Cell, rows, angle_rows=None, angles=()) -> str | None:
+    """What ``cell`` still needs: "train" (no ledger row), "angles" (a finished row but angle
+    rows missing, for a cell to sweep; diverged cells are not swept), or None."""
+    row = {row_key(r): r for r in rows}.get(cell.key())
+    if row is None:
+        return "train"
+    if (cell.sweep and angle_rows is not None and row.get("status", "ok") == "ok"
+            and missing_angles(cell, angle_rows, angles)):
+        return "angles"
+    return None
 
 
 def estimate_seconds(cell: Cell, rows) -> float:
@@ -266,13 +379,20 @@ def estimate_seconds(cell: Cell, rows) -> float:
 
     The slowest measurement counts (the machine is shared), so the estimate stays conservative.
     """
-    same = [r for r in rows if r["table"] == cell.table and r["arm"] == cell.arm
-            and r.get("seconds_per_epoch") not in ("", None)
-            and r.get("steps_per_epoch", "") == str(cell.steps_per_epoch or "")]
+    def measured(table, arm):
+        return [r for r in rows if r["table"] == table and r["arm"] == arm
+                and r.get("seconds_per_epoch") not in ("", None)
+                and r.get("steps_per_epoch", "") == str(cell.steps_per_epoch or "")]
+
+    same = measured(cell.table, cell.arm)
     stage = "-".join(map(str, cell.kernel_stage))
     same_stage = [r for r in same if r["kernel_stage"] == stage]
+    plain = ([r for r in measured(INVARIANCE_TABLES[cell.table][0], "cbcn")
+              if r["kernel_stage"] == stage] if cell.arm == INVARIANT_ARM else [])
     if same_stage:
         per_epoch = max(float(r["seconds_per_epoch"]) for r in same_stage)
+    elif plain:  # the invariant CBCN before its first measurement: its plain twin's, scaled
+        per_epoch = INVARIANT_SLOWDOWN * max(float(r["seconds_per_epoch"]) for r in plain)
     else:
         per_epoch = DEFAULT_SECONDS_PER_EPOCH[cell.group]
         if same:  # another kernel stage of this arm: scale by the widths' ratio (measured:
@@ -280,17 +400,29 @@ def estimate_seconds(cell: Cell, rows) -> float:
             other = same[0]
             ratio = sum(cell.kernel_stage) / sum(map(int, other["kernel_stage"].split("-")))
             per_epoch = max(per_epoch, float(other["seconds_per_epoch"]) * max(ratio, 1.0))
-    return per_epoch * cell.epochs + OVERHEAD_SECONDS[cell.group]
+    return per_epoch * cell.epochs + OVERHEAD_SECONDS[cell.group] + sweep_seconds(cell)
 
 
-def plan(cells, rows, budget_seconds=None, elapsed=0.0):
+def sweep_seconds(cell: Cell, angles=None) -> float:
+    """Expected time of ``cell``'s angle sweep (0 for a cell not swept)."""
+    if not cell.sweep:
+        return 0.0
+    per_angle = SWEEP_SECONDS_PER_ANGLE.get(cell.table, 12.0)
+    return per_angle * len(sweep_angles() if angles is None else angles)
+
+
+def plan(cells, rows, budget_seconds=None, elapsed=0.0, angle_rows=None, angles=()):
     """Split ``cells`` into (to run now, stop reason or None): finished cells are skipped and
-    the first cell that would not fit in the budget stops the plan (used before each cell)."""
-    done = finished_keys(rows)
-    todo = [cell for cell in cells if cell.key() not in done]
+    the first cell that would not fit in the budget stops the plan (used before each cell).
+    With ``angle_rows`` (the angle ledger), finished cells to sweep that miss some of
+    ``angles`` are kept too (they need only their sweep)."""
+    todo = [cell for cell in cells if needs(cell, rows, angle_rows, angles)]
     if budget_seconds is None or not todo:
         return todo, None
-    estimate = estimate_seconds(todo[0], rows)
+    if needs(todo[0], rows, angle_rows, angles) == "angles":
+        estimate = sweep_seconds(todo[0], angles)
+    else:
+        estimate = estimate_seconds(todo[0], rows)
     left = budget_seconds - elapsed
     if estimate > left:
         return [], (f"budget: the next cell {todo[0].run_name()} needs about "
@@ -362,6 +494,69 @@ def run_cell(cell: Cell, run_dir: str, verbose: int = 2) -> dict:
     return row
 
 
+def trained_run_dir(cell: Cell, row, runs_dir) -> str | None:
+    """The run folder holding ``cell``'s trained model: the ``--output`` of its ledger row's
+    command (where it was trained, e.g. by another campaign), else its folder in ``runs_dir``;
+    None when neither has a ``model.h5``."""
+    from cbcn_tf import training
+
+    candidates = []
+    if row and row.get("command"):
+        parts = shlex.split(row["command"])
+        if "--output" in parts[:-1]:
+            candidates.append(parts[parts.index("--output") + 1])
+    candidates.append(os.path.join(os.path.abspath(runs_dir), cell.run_name()))
+    for run_dir in candidates:
+        if os.path.exists(os.path.join(run_dir, training.MODEL_FILE)):
+            return run_dir
+    return None
+
+
+# The settings a saved run must share with the cell before its model is swept (and the
+# cell's model keys, `invariant` included).
+_SWEEP_CHECK = ("model", "dataset", "seed", "epochs", "steps_per_epoch")
+
+
+def sweep_cell(cell: Cell, run_dir, angles) -> list:
+    """Score ``cell``'s saved model (in ``run_dir``) at each of ``angles``; its angle rows.
+
+    Loads ``model.h5``, never trains; refuses (one line) a folder whose saved config is not
+    the cell's (model, model keys, dataset, seed, epochs)."""
+    from cbcn_tf import config as config_lib
+    from cbcn_tf import training
+    from cbcn_tf.errors import ConfigError, MissingFileError
+
+    if run_dir is None:
+        raise MissingFileError(
+            f"{cell.run_name()} is in the ledger but no model.h5 was found (its ledger row's "
+            "--output, or --runs-dir); pass the --runs-dir it was trained in, or delete its "
+            "ledger row to train it again.")
+    config = cell_config(cell)
+    saved_path = os.path.join(run_dir, config_lib.CONFIG_FILE)
+    if os.path.exists(saved_path):
+        saved = config_lib.read_config(saved_path)
+        differ = [k for k in _SWEEP_CHECK if getattr(saved, k) != getattr(config, k)]
+        differ += [f"model_kwargs.{k}" for k in sorted({*config.model_kwargs, "invariant"})
+                   if saved.model_kwargs.get(k, False) != config.model_kwargs.get(k, False)]
+        if differ:
+            raise ConfigError(
+                f"{run_dir} holds a run with other {', '.join(differ)} than the cell "
+                f"{cell.run_name()}; pass the --runs-dir of this campaign.")
+    model = training.load_model(run_dir)
+    # As run_cell scores it: BN statistics at the final weights (a no-op for runs trained with
+    # precise BN; runs from before it get them here).
+    training.precise_batch_norm(model, training.resolve_config(config))
+    scores = training.evaluate_angles(
+        model, config.dataset, angles, split=config.eval_split, data_dir=config.data_dir,
+        validation_fraction=config.validation_fraction, batch_size=256)
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    key = dict(zip(KEY, cell.key()))
+    return [dict(key, angle=str(angle), top1=f"{score['top1']:.4f}",
+                 top5=f"{score['top5']:.4f}", dataset=config.dataset,
+                 score_split=config.eval_split, finished_utc=now)
+            for angle, score in scores.items()]
+
+
 def _row(cell, config, run_dir, scores, history, timing, status, totals=None):
     key = dict(zip(KEY, cell.key()))
     kwargs = config.model_kwargs
@@ -396,15 +591,16 @@ def _row(cell, config, run_dir, scores, history, timing, status, totals=None):
 
 def rescore(cells, rows, args) -> int:
     """Re-score (precise BN, then upright and rotated) finished cells with an empty
-    ``precise_bn`` column, replacing their rows; a cell without its run folder is listed."""
+    ``precise_bn`` column, replacing their rows; a cell without its run folder (the ledger
+    row's ``--output``, else ``--runs-dir``) is listed."""
     by_key = {row_key(row): row for row in rows}
     missing = []
     for cell in cells:
         row = by_key.get(cell.key())
         if row is None or row.get("precise_bn"):
             continue
-        run_dir = os.path.join(os.path.abspath(args.runs_dir), cell.run_name())
-        if not os.path.exists(os.path.join(run_dir, "model.h5")):
+        run_dir = trained_run_dir(cell, row, args.runs_dir)
+        if run_dir is None:
             missing.append(cell.run_name())
             continue
         new = run_cell(cell, run_dir, verbose=args.verbose)
@@ -429,6 +625,13 @@ def main(argv=None) -> int:
     parser.add_argument("--runs-dir", default=os.path.join("/tmp", "cbcn_reproduce_runs"),
                         help="where run folders go (outside the repository)")
     parser.add_argument("--ledger", default=LEDGER)
+    parser.add_argument("--angles-ledger", default=ANGLES_LEDGER,
+                        help="the accuracy-against-angle ledger (rows per cell and angle)")
+    parser.add_argument("--angles", action="store_true",
+                        help="sweep the fixed angles for the cells of every selected group "
+                             "(the invariance group always does)")
+    parser.add_argument("--angle-step", type=int, default=ANGLE_STEP,
+                        help=f"degrees between swept angles (default {ANGLE_STEP}: 0..345)")
     parser.add_argument("--arms", default=None, help="comma-separated arms to keep")
     parser.add_argument("--kernel-stage", default=None,
                         help="keep only cells of this kernel stage, e.g. 5-10-20-40 (run the "
@@ -445,12 +648,17 @@ def main(argv=None) -> int:
                              "--runs-dir, without retraining; then stop")
     parser.add_argument("--verbose", type=int, default=2, help="Keras verbosity")
     args = parser.parse_args(argv)
+    if not 0 < args.angle_step <= 360:
+        parser.error(f"--angle-step must be in 1..360 degrees, got {args.angle_step}.")
+    angles = sweep_angles(args.angle_step)
 
     import cbcn_tf  # noqa: F401  (Keras 2 before anything touches tf.keras)
 
     only = args.only or ["mnist", "cifar10", "demo"]
     cells = all_cells(only, epochs=args.epochs, seeds=args.seeds,
                       steps_per_epoch=args.steps_per_epoch)
+    if args.angles:
+        cells = [dataclasses.replace(cell, sweep=cell.sweep or "*") for cell in cells]
     if args.arms:
         keep = set(args.arms.split(","))
         cells = [cell for cell in cells if cell.arm in keep]
@@ -460,20 +668,32 @@ def main(argv=None) -> int:
     rows = read_ledger(args.ledger)
     if args.rescore:
         return rescore(cells, rows, args)
-    todo, _ = plan(cells, rows)
-    print(f"{len(cells)} cells, {len(cells) - len(todo)} already in {args.ledger}, "
-          f"{len(todo)} to run (about {sum(estimate_seconds(c, rows) for c in todo) / 60:.0f} "
-          "min by the ledger's / default epoch times)", flush=True)
+    angle_rows = read_ledger(args.angles_ledger)
+    todo, _ = plan(cells, rows, angle_rows=angle_rows, angles=angles)
+    sweeps = [c for c in todo if needs(c, rows, angle_rows, angles) == "angles"]
+
+    def estimate(cell):
+        return (sweep_seconds(cell, angles) if cell in sweeps
+                else estimate_seconds(cell, rows) - sweep_seconds(cell) + sweep_seconds(
+                    cell, angles))
+
+    print(f"{len(cells)} cells, {len(cells) - len(todo) + len(sweeps)} already in "
+          f"{args.ledger}, {len(todo) - len(sweeps)} to run"
+          + (f", {len(sweeps)} to sweep only" if sweeps else "")
+          + f" (about {sum(map(estimate, todo)) / 60:.0f} min by the ledger's / default epoch "
+          "times)", flush=True)
     if args.dry_run:
         for cell in todo:
-            print(f"  {cell.run_name()}  ~{estimate_seconds(cell, rows) / 60:.1f} min")
+            print(f"  {cell.run_name()}  ~{estimate(cell) / 60:.1f} min"
+                  + ("  (angles only)" if cell in sweeps else ""))
         return 0
     start = time.perf_counter()
     budget = None if args.budget_minutes is None else 60 * args.budget_minutes
     failed = set()
     while True:
         rows = read_ledger(args.ledger)
-        todo, stop = plan(cells, rows, budget, time.perf_counter() - start)
+        angle_rows = read_ledger(args.angles_ledger)
+        todo, stop = plan(cells, rows, budget, time.perf_counter() - start, angle_rows, angles)
         if stop:
             print(f"Stopping cleanly: {stop}. Run again to continue.", flush=True)
             break
@@ -482,17 +702,33 @@ def main(argv=None) -> int:
             print("All selected cells are in the ledger.", flush=True)
             break
         cell = todo[0]
-        run_dir = os.path.join(os.path.abspath(args.runs_dir), cell.run_name())
-        print(f"\n=== {cell.run_name()} -> {run_dir}", flush=True)
         try:
-            row = run_cell(cell, run_dir, verbose=args.verbose)
+            if needs(cell, rows, angle_rows, angles) == "train":
+                run_dir = os.path.join(os.path.abspath(args.runs_dir), cell.run_name())
+                print(f"\n=== {cell.run_name()} -> {run_dir}", flush=True)
+                row = run_cell(cell, run_dir, verbose=args.verbose)
+                append_row(args.ledger, row)
+                print(f"  top1 {row['top1']} rotated {row['rot_top1']} "
+                      f"({row.get('seconds_per_epoch', '?')} s/epoch) -> {args.ledger}",
+                      flush=True)
+                if not cell.sweep or row["status"] != "ok":
+                    continue
+            else:
+                row = {row_key(r): r for r in rows}[cell.key()]
+                run_dir = trained_run_dir(cell, row, args.runs_dir)
+                print(f"\n=== {cell.run_name()}: angle sweep of the saved model in {run_dir}",
+                      flush=True)
+            missing = missing_angles(cell, angle_rows, angles)
+            tic = time.perf_counter()
+            new_rows = sweep_cell(cell, run_dir, missing)
         except (ValueError, OSError) as exc:
             print(f"  FAILED: {exc}", flush=True)
             failed.add(cell.key())
             continue
-        append_row(args.ledger, row)
-        print(f"  top1 {row['top1']} rotated {row['rot_top1']} "
-              f"({row.get('seconds_per_epoch', '?')} s/epoch) -> {args.ledger}", flush=True)
+        append_rows(args.angles_ledger, new_rows, ANGLE_COLUMNS)
+        print(f"  {len(new_rows)} angles in {time.perf_counter() - tic:.0f} s: "
+              + " ".join(f"{r['angle']}:{r['top1']}" for r in new_rows)
+              + f" -> {args.angles_ledger}", flush=True)
     return 1 if failed else 0
 
 

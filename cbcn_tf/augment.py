@@ -37,8 +37,16 @@ def rotate_images(images, angles_radians) -> tf.Tensor:
     return rotated[0] if single else rotated
 
 
-def make_prepare(info, *, training, rotate, seed):
-    """Per-example map ``(index, (image, label)) -> (normalised float image, label)``."""
+def make_prepare(info, *, training, rotate, seed, angle=None):
+    """Per-example map ``(index, (image, label)) -> (normalised float image, label)``.
+
+    ``rotate=True`` turns each example by its own seeded angle in the dataset's rotation
+    range; ``angle`` (degrees, counter-clockwise) turns every example by that one angle."""
+    if rotate and angle is not None:
+        from cbcn_tf.errors import DataError
+
+        raise DataError("Pass rotate=True (seeded angle per example) or angle=DEGREES (one "
+                         "angle for every example), not both.")
     recipe = info.augmentation
     mean = tf.constant(info.mean, tf.float32)
     std = tf.constant(info.std, tf.float32)
@@ -54,6 +62,8 @@ def make_prepare(info, *, training, rotate, seed):
                 [], seed=tf.stack([tf.constant(seed, tf.int64), index]), minval=low, maxval=high
             )
             image = rotate_images(image, degrees * (math.pi / 180))
+        elif angle is not None:
+            image = rotate_images(image, float(angle) * (math.pi / 180))
         if recipe == "imagenet" and training:
             image = _imagenet_train(image, aug_seed, height)
         elif recipe == "imagenet":

@@ -48,7 +48,7 @@ from cbcn_tf.training.center_loss import (CenterLossModel, CenterLossStage, cent
                                           center_loss)
 from cbcn_tf.training.distribute import STRATEGIES, is_chief, make_strategy
 from cbcn_tf.training.evaluation import (EVAL_SEED, check_model_fits_data, evaluate,
-                                         load_model, run_eval_options, save_model,
+                                         evaluate_angles, load_model, run_eval_options, save_model,
                                          summary_text, write_summary)
 from cbcn_tf.training.inputs import make_input_fn
 from cbcn_tf.training.loop import TrainResult, train
@@ -67,8 +67,9 @@ __all__ = [
     "TrainingDiverged", "WEIGHT_DECAY_SCOPES", "add_weight_decay", "build_model",
     "center_deltas", "center_loss", "check_input_shape", "check_model_fits_data",
     "check_model_settings", "compile_for_classification",
-    "dataset_model_kwargs", "evaluate", "is_chief", "load_model", "lr_schedule",
-    "make_input_fn", "make_optimizer", "make_strategy", "model_from_kwargs",
-    "precise_batch_norm", "read_history", "reestimate_batch_norm", "resolve_config", "run_eval_options", "save_model", "scaled_lr", "summary_text", "train",
+    "dataset_model_kwargs", "evaluate", "evaluate_angles", "is_chief", "load_model",
+    "lr_schedule", "make_input_fn", "make_optimizer", "make_strategy", "model_from_kwargs",
+    "precise_batch_norm", "read_history", "reestimate_batch_norm", "resolve_config",
+    "run_eval_options", "save_model", "scaled_lr", "summary_text", "train",
     "write_summary",
 ]

@@ -20,13 +20,14 @@ EVAL_SEED = 0
 
 
 def evaluate(model, dataset: str, *, split: str = "test", rotate: bool = False,
-             batch_size: int = 128, data_dir: str | None = None,
+             angle: float | None = None, batch_size: int = 128, data_dir: str | None = None,
              validation_fraction: float | None = None, verbose: int = 0) -> dict:
     """Top-1 / top-5 accuracy and cross-entropy of ``model`` on one split.
 
     ``model`` is a Keras model, a ``.h5`` file or a run folder. ``rotate=True`` scores the
-    rotated variant (MNIST-rot / CIFAR10-rot angles, fixed seed). The loss is the plain
-    cross-entropy (no weight decay term).
+    rotated variant (MNIST-rot / CIFAR10-rot angles, fixed seed); ``angle=DEGREES`` scores
+    every image turned by that one angle (counter-clockwise; `evaluate_angles` for a sweep).
+    The loss is the plain cross-entropy (no weight decay term).
 
     Example:
         >>> from cbcn_tf.models import create_model
@@ -39,12 +40,45 @@ def evaluate(model, dataset: str, *, split: str = "test", rotate: bool = False,
         model = load_model(model)
     check_model_fits_data(model, dataset, data_dir)
     data = data_lib.load_dataset(dataset, split, batch_size=batch_size, data_dir=data_dir,
-                                 rotate=rotate, seed=EVAL_SEED,
+                                 rotate=rotate, angle=angle, seed=EVAL_SEED,
                                  validation_fraction=validation_fraction)
+    return _score(_scorer(model), data, verbose)
+
+
+def evaluate_angles(model, dataset: str, angles, *, split: str = "test", batch_size: int = 128,
+                    data_dir: str | None = None, validation_fraction: float | None = None,
+                    verbose: int = 0) -> dict:
+    """`evaluate` at each fixed angle of ``angles`` (degrees): ``{angle: scores}``.
+
+    Every image of the split is turned by the same angle (``evaluate(angle=...)``); the split
+    is read once (`cbcn_tf.data.load_turned`) and the model compiled once for the whole sweep.
+    Angle 0 is the upright score.
+
+    Example:
+        >>> from cbcn_tf.models import create_model
+        >>> model = create_model("cbcn_lenet", input_shape=(16, 16, 1), orientations=2)
+        >>> sorted(evaluate_angles(model, "digits", [0, 90]))
+        [0, 90]
+    """
+    if isinstance(model, (str, os.PathLike)):
+        model = load_model(model)
+    check_model_fits_data(model, dataset, data_dir)
+    scorer = _scorer(model)
+    turned = data_lib.load_turned(dataset, split, angles, batch_size=batch_size,
+                                  data_dir=data_dir, seed=EVAL_SEED,
+                                  validation_fraction=validation_fraction)
+    return {angle: _score(scorer, data, verbose) for angle, data in turned.items()}
+
+
+def _scorer(model):
     # A fresh functional model over the same layers: compiling it leaves ``model``'s
     # optimizer and losses untouched.
     scorer = tf.keras.Model(model.inputs, model.outputs)
     compile_for_classification(scorer)
+    return scorer
+
+
+def _score(scorer, data, verbose):
     values = scorer.evaluate(data, verbose=verbose, return_dict=True)
     return {"top1": values["accuracy"], "top5": values["top5"], "loss": values["loss"]}
 
