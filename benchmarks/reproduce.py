@@ -479,10 +479,7 @@ def run_cell(cell: Cell, run_dir: str, verbose: int = 2) -> dict:
         files.write_text(timing_path, json.dumps(
             {"seconds": seconds, "epochs_trained": trained}))
     timing = json.load(open(timing_path)) if os.path.exists(timing_path) else None
-    # BN statistics at the final weights (training/precise_bn.py): `train` saved them already
-    # (re-estimating the same weights on the same seeded batches gives them back); a run
-    # trained before that option existed gets them here, so every row is scored alike.
-    precise = training.precise_batch_norm(model, training.resolve_config(config))
+    precise = legacy_precise_bn(model, config, run_dir)
     scores = {}
     common = dict(split=config.eval_split, data_dir=config.data_dir,
                   validation_fraction=config.validation_fraction, batch_size=256)
@@ -492,6 +489,27 @@ def run_cell(cell: Cell, run_dir: str, verbose: int = 2) -> dict:
     row = _row(cell, config, run_dir, scores, history, timing, status, totals)
     row["precise_bn"] = str(precise)
     return row
+
+
+def legacy_precise_bn(model, config, run_dir) -> int:
+    """BN statistics at the final weights (training/precise_bn.py) for every row alike.
+
+    A run trained with ``precise_bn_batches`` (its saved config.yaml has the key) already holds
+    them in model.h5: scored as saved, so a row is what `cbcn evaluate` gives; the number of
+    batches `train` used is returned. A run trained before that option existed gets them here
+    (50 batches of its first training epoch, drawn under TF's default global seed, so every
+    process draws the same ones).
+    """
+    import yaml
+
+    from cbcn_tf import config as config_lib
+    from cbcn_tf import training
+
+    resolved = training.resolve_config(config)
+    saved = os.path.join(run_dir, config_lib.CONFIG_FILE)
+    if os.path.exists(saved) and "precise_bn_batches" in (yaml.safe_load(open(saved)) or {}):
+        return training.precise_bn.batches_to_use(resolved)
+    return training.precise_batch_norm(model, resolved)
 
 
 def trained_run_dir(cell: Cell, row, runs_dir) -> str | None:
@@ -543,9 +561,7 @@ def sweep_cell(cell: Cell, run_dir, angles) -> list:
                 f"{run_dir} holds a run with other {', '.join(differ)} than the cell "
                 f"{cell.run_name()}; pass the --runs-dir of this campaign.")
     model = training.load_model(run_dir)
-    # As run_cell scores it: BN statistics at the final weights (a no-op for runs trained with
-    # precise BN; runs from before it get them here).
-    training.precise_batch_norm(model, training.resolve_config(config))
+    legacy_precise_bn(model, config, run_dir)  # as run_cell scores it
     scores = training.evaluate_angles(
         model, config.dataset, angles, split=config.eval_split, data_dir=config.data_dir,
         validation_fraction=config.validation_fraction, batch_size=256)

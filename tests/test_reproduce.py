@@ -250,7 +250,7 @@ def test_optimizer_section_reads_the_check_rows():
     assert report.optimizer_section([]) == []
 
 
-def test_rescore_replaces_old_rows_without_retraining(tmp_path, capsys):
+def test_rescore_replaces_old_rows_without_retraining(tmp_path, capsys, monkeypatch):
     """A row written before precise BN (empty precise_bn) is scored again from its run folder:
     same training (history and model file untouched), the row replaced, not duplicated."""
     ledger, runs = tmp_path / "ledger.csv", tmp_path / "runs"
@@ -275,6 +275,20 @@ def test_rescore_replaces_old_rows_without_retraining(tmp_path, capsys):
                                                                           row["rot_top1"])
     assert os.path.getmtime(run / "model.h5") == model_time
     assert "0.0001 ->" in capsys.readouterr().out
+    # A run trained with precise BN is scored as saved; one from before it is re-estimated.
+    import yaml
+
+    from cbcn_tf import config as config_lib
+    from cbcn_tf import training
+
+    calls = []
+    monkeypatch.setattr(training, "precise_batch_norm", lambda m, c: calls.append(c) or 7)
+    config = config_lib.read_config(str(run / "config.yaml"))
+    assert reproduce.legacy_precise_bn(None, config, str(run)) == 3 and not calls
+    saved = yaml.safe_load(open(run / "config.yaml"))
+    del saved["precise_bn_batches"]
+    yaml.safe_dump(saved, open(run / "config.yaml", "w"))
+    assert reproduce.legacy_precise_bn(None, config, str(run)) == 7 and len(calls) == 1
 
 
 def test_precise_bn_section_lists_before_and_after():

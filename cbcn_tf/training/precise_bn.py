@@ -91,19 +91,25 @@ def _forward_pass(model):
 
 def reestimation_data(config) -> tf.data.Dataset:
     """The batches statistics are re-estimated on: the run's training data (split, rotation
-    protocol, augmentation, batch size) in the seeded order of its first epoch, so
-    re-estimating the same weights twice gives the same statistics. A smaller shuffle buffer
-    than training's keeps the start cheap (only a few dozen batches are read)."""
+    protocol, augmentation, batch size) in the seeded order of its first epoch. The order, like
+    every tf.data shuffle, also depends on TF's global seed: within `train` (which sets it to
+    ``config.seed``) re-estimating the same weights again gives the same statistics; another
+    process gets them back after ``tf.keras.utils.set_random_seed(config.seed)``. A smaller
+    shuffle buffer than training's keeps the start cheap (only a few dozen batches are read)."""
     return data_lib.load_dataset(
         config.dataset, config.train_split, training=True, rotate=config.rotate_train,
         seed=config.seed, batch_size=config.batch_size, data_dir=config.data_dir,
         validation_fraction=config.validation_fraction, epochs=(0, 1), shuffle_buffer=2048)
 
 
+def batches_to_use(config) -> int:
+    """``precise_bn_batches``, never more than one epoch of the run has (``steps_per_epoch``)."""
+    return min(config.precise_bn_batches, config.steps_per_epoch or config.precise_bn_batches)
+
+
 def precise_batch_norm(model: tf.keras.Model, config) -> int:
-    """Re-estimate ``model``'s BN statistics as ``config`` asks: ``precise_bn_batches``
-    batches, never more than one epoch of the run has (``steps_per_epoch`` when set)."""
-    batches = min(config.precise_bn_batches, config.steps_per_epoch or config.precise_bn_batches)
+    """Re-estimate ``model``'s BN statistics as ``config`` asks (`batches_to_use` batches)."""
+    batches = batches_to_use(config)
     if not batches:
         return 0
     return reestimate_batch_norm(model, reestimation_data(config), batches)
