@@ -536,7 +536,8 @@ def _plot_angles(plotted, png):
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, len(plotted), figsize=(5.5 * len(plotted), 4.2), squeeze=False)
+    fig, axes = plt.subplots(1, len(plotted), figsize=(max(5.5 * len(plotted), 7.0), 4.4),
+                             squeeze=False)
     for ax, (table, arms) in zip(axes[0], plotted.items()):
         for arm, (angles, curve, n) in arms.items():
             if angles and angles[0] == 0:  # close the circle at 360 degrees
