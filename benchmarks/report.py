@@ -199,11 +199,15 @@ def group_rows(rows):
     return groups
 
 
+def _stage_key(stage):
+    """A kernel stage as numbers, so 5-10-20-40 sorts before 10-20-40-80."""
+    return [int(v) for v in stage.split("-")]
+
+
 def _cell_order(item):
-    """Sort table cells by kernel stage as numbers (5-10-20-40 before 10-20-40-80), upright
-    before rotated, then epochs."""
+    """Sort table cells by kernel stage, upright before rotated, then epochs."""
     table, stage, protocol, epochs = item[0]
-    return (table, [int(v) for v in stage.split("-")], protocol != "upright", int(epochs))
+    return (table, _stage_key(stage), protocol != "upright", int(epochs))
 
 
 def ledger_section(rows) -> list:
@@ -277,8 +281,7 @@ def precise_bn_section(rows) -> list:
              "re-estimated | rotated moving | rotated re-estimated |",
              "|---|---|---|---|---:|---:|---:|---:|---:|"]
     def order(r):
-        stage = [int(v) for v in r["kernel_stage"].split("-")]
-        return r["table"], stage, r["protocol"], r["arm"], int(r["seed"])
+        return r["table"], _stage_key(r["kernel_stage"]), r["protocol"], r["arm"], int(r["seed"])
 
     for r in sorted(rescored, key=order):
         lines.append(f"| {r['table']} | {r['kernel_stage']} | {r['protocol']} | {r['arm']} | "
