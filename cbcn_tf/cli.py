@@ -11,6 +11,7 @@ Examples (shell)::
         cbcn train --config imagenet_resnet18 --output /shared/runs/in --distribute multi_worker \
         --set batch_size=512 --set lr_scaling=linear --set base_batch_size=256
     cbcn evaluate runs/c10
+    cbcn evaluate runs/c10 --no-rotated --angle 90 --angle 45
     cbcn summary cbcn_resnet18 --dataset digits --set kernel_stage=[4,4,8,16]
     cbcn convert runs/c10 runs/c10/model.tflite
     cbcn benchmark runs/c10/model.tflite
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import sys
 import typing
@@ -90,10 +92,30 @@ def _evaluate(args) -> None:
                                         data_dir=args.data_dir)
     variants = [False] if args.no_rotated else [False, True]
     print(f"{'split':<22}{'top-1':>8}{'top-5':>8}{'loss':>9}")
+
+    def show(name, scores):
+        print(f"{name:<22}{scores['top1']:>8.4f}{scores['top5']:>8.4f}{scores['loss']:>9.4f}")
+
     for rotate in variants:
         scores = training.evaluate(model, rotate=rotate, batch_size=args.batch_size, **options)
-        name = options["split"] + (" (rotated)" if rotate else "")
-        print(f"{name:<22}{scores['top1']:>8.4f}{scores['top5']:>8.4f}{scores['loss']:>9.4f}")
+        show(options["split"] + (" (rotated)" if rotate else ""), scores)
+    if args.angle:  # every image turned by one fixed angle, one row per angle
+        turned = training.evaluate_angles(model, angles=args.angle, batch_size=args.batch_size,
+                                          **options)
+        for angle, scores in turned.items():
+            show(f"{options['split']} at {angle:g} deg", scores)
+
+
+def _angle(text) -> float:
+    """A finite number of degrees (argparse type of ``cbcn evaluate --angle``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of degrees; give a finite "
+                                         "number such as 90 or -22.5.")
+    return value
 
 
 def _summary(args) -> None:
@@ -229,6 +251,9 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", help="split (default: the run's eval_split, else test)")
     evaluate.add_argument("--batch-size", type=int, default=128)
     evaluate.add_argument("--no-rotated", action="store_true", help="skip the rotated variant")
+    evaluate.add_argument("--angle", type=_angle, action="append", metavar="DEGREES",
+                          help="also score every image turned by this fixed angle, "
+                               "counter-clockwise (repeatable: --angle 90 --angle 180)")
     _add_trust(evaluate)
 
     summary = command("summary", _summary,
