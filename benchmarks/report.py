@@ -562,6 +562,7 @@ def _plot_angles(plotted, png):
 
 SLOW_START_PNG = os.path.join(RESULTS, "slow_start.png")
 SLOW_START_TEXT = os.path.join(RESULTS, "slow_start_notes.md")
+INVARIANCE_ABLATION_TEXT = os.path.join(RESULTS, "invariance_ablation_notes.md")
 
 
 def _curve(row):
@@ -616,6 +617,50 @@ def slow_start_section(rows, png=SLOW_START_PNG) -> list:
                   f"{os.path.basename(png)})", ""]
     if os.path.exists(SLOW_START_TEXT):
         lines += [open(SLOW_START_TEXT).read().strip(), ""]
+    return lines
+
+
+# Arms of the invariance ablation whose model is still exactly quarter-turn invariant.
+_EXACT_ARMS = ("invariant", "invariant_binary_stem", "invariant_pool_mean",
+               "invariant_pool_align")
+
+
+def invariance_ablation_section(rows) -> list:
+    """Where the invariant CBCN loses upright accuracy: the digits ablation that switches one
+    part of `Invariance` back at a time, against the invariant and the plain CBCN."""
+    groups = {k: v for k, v in group_rows(rows).items()
+              if k[0] == "invariance_ablation_digits"}
+    if not groups:
+        return []
+    arms = {arm: arm_rows for by_arm in groups.values() for arm, arm_rows in by_arm.items()}
+    stages = sorted({stage for (_, stage, _, _) in groups})
+    base, plain = arms.get("invariant"), arms.get("cbcn")
+    lines = ["## Where does the invariant CBCN lose upright accuracy? Ablations on a "
+             "validation split", "",
+             "Digits (`digits_demo` recipe, kernel stage " + ", ".join(stages) + ", K = 4, "
+             "trained on 80% of the training split, scored on the other 20% and on the same "
+             "images rotated in [-45, 45] degrees; the test split is not used). `invariant` is "
+             "`model_kwargs.invariant=true`; each `invariant_*` arm sets one switch of "
+             "`cbcn_tf.invariance.Invariance` back (docs/METHOD.md §12.1), so only the arms "
+             "marked exact are still invariant to quarter turns; `cbcn` is the plain CBCN. "
+             "Command: `python benchmarks/reproduce.py --only invariance_ablation --ledger "
+             "benchmarks/results/ablation.csv` (rows in that file).", "",
+             "| arm | exact | n | val top-1 % | rotated val top-1 % | upright vs invariant | "
+             "upright vs cbcn |", "|---|---|---:|---:|---:|---|---|"]
+    order = sorted(arms, key=lambda a: (a != "cbcn", a != "invariant", a))
+    for arm in order:
+        arm_rows = arms[arm]
+        up = _scores(arm_rows, "upright")
+        vs_inv = verdict(up, _scores(base, "upright")) if base and arm != "invariant" else ""
+        vs_plain = verdict(up, _scores(plain, "upright")) if plain and arm != "cbcn" else ""
+        lines.append(f"| {arm} | {'yes' if arm in _EXACT_ARMS else 'no'} | {len(arm_rows)} | "
+                     f"{_fmt(up, 'accuracy')} | {_fmt(_scores(arm_rows, 'rotated'), 'accuracy')}"
+                     f" | {vs_inv} | {vs_plain} |")
+    lines += ["", "Mean ± sample standard deviation over the n seeds; verdicts compare every "
+              "seed of the arm with every seed of `invariant` / `cbcn` (\"holds\": the arm is "
+              "above in every seed).", ""]
+    if os.path.exists(INVARIANCE_ABLATION_TEXT):
+        lines += [open(INVARIANCE_ABLATION_TEXT).read().strip(), ""]
     return lines
 
 
@@ -753,6 +798,7 @@ def main():
     lines += optimizer_section(_csv("optimizer_check.csv") or [], ledger)
     lines += precise_bn_section(ledger)
     lines += invariance_section(ledger, _csv("angles.csv") or [], _csv("invariance_latency.csv"))
+    lines += invariance_ablation_section(ablation)
     lines += slow_start_section(ablation)
     write_demo_spread(ledger)
     lines += speed_section(os.path.join(RESULTS, "speed_options.json"))

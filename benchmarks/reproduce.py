@@ -17,6 +17,8 @@ Groups (``--only``):
 * ``demo``: the setting of ``cbcn demo`` (recipe ``digits_demo``, its three arms), 5 seeds, so
   the demo can print the seed spread next to its one run.
 * ``ablation``: why CBCN starts slowly (digits, validation split; see ``ABLATIONS``).
+* ``invariance_ablation``: where the invariant CBCN's upright accuracy goes (digits,
+  validation split; see ``INVARIANCE_ABLATIONS``; ledger ``benchmarks/results/ablation.csv``).
 * ``invariance``: the evidence for the quarter-turn invariant CBCN (``invariant=True``, docs/
   METHOD.md §12), see ``INVARIANCE_TABLES``: upright-trained CBCN with and without the option,
   XNOR and full precision, 2 seeds, on the digits (the demo's setting), MNIST (LeNet 5-10-20-40,
@@ -66,7 +68,7 @@ RECIPES = os.path.join(HERE, "recipes")
 LEDGER = os.path.join(HERE, "results", "reproduce.csv")
 SHARED = os.path.join(ROOT, "..", "shared", "datasets")
 ANGLES_LEDGER = os.path.join(HERE, "results", "angles.csv")
-GROUPS = ("mnist", "cifar10", "demo", "ablation", "invariance")
+GROUPS = ("mnist", "cifar10", "demo", "ablation", "invariance", "invariance_ablation")
 
 # Campaign budgets (stated in the recipes and BENCHMARKS.md), chosen from measured epoch times
 # so the MNIST part fits about 5 hours and the CIFAR-10 part about 4 hours of this machine.
@@ -92,10 +94,10 @@ ANGLE_COLUMNS = ANGLE_KEY + ("top1", "top5", "dataset", "score_split", "finished
 # Seconds per epoch assumed when the ledger has no row of the same arm yet (conservative: the
 # slowest arm of each group measured on this machine while other jobs ran, plus a margin).
 DEFAULT_SECONDS_PER_EPOCH = {"mnist": 200.0, "cifar10": 200.0, "demo": 10.0, "ablation": 10.0,
-                             "invariance": 250.0}
+                             "invariance": 250.0, "invariance_ablation": 15.0}
 # Evaluation, model building and saving around the epochs, per cell.
 OVERHEAD_SECONDS = {"mnist": 60.0, "cifar10": 60.0, "demo": 20.0, "ablation": 20.0,
-                    "invariance": 60.0}
+                    "invariance": 60.0, "invariance_ablation": 20.0}
 # An invariant cell without a measurement of its own: the plain CBCN's epoch time times this.
 # Measured training steps (batch 128, interleaved, load average 5-6): invariant / plain LeNet
 # 5-10-20-40 at 28x28 1.5x, ResNet18 4-4-8-16 at 32x32 2.0x (its even maps are halved by a
@@ -227,18 +229,40 @@ ABLATIONS = {
 }
 
 
-def ablation_cells(epochs=None, seeds=None):
+def ablation_cells(epochs=None, seeds=None, *, group="ablation", table="ablation_digits",
+                   arms=None):
     from cbcn_tf import config as config_lib
 
     recipe = config_lib.load_config("digits_demo")
     epochs = epochs or recipe.epochs
     stage = tuple(recipe.model_kwargs["kernel_stage"])
     base = ("validation_fraction=0.2", "eval_split=validation")
-    cells = [Cell("ablation", "ablation_digits", arm, "digits_demo", base + tuple(overrides),
+    cells = [Cell(group, table, arm, "digits_demo", base + tuple(overrides),
                   tuple(kernel_stage or stage), "upright", seed, epochs)
-             for arm, (overrides, kernel_stage) in ABLATIONS.items()
+             for arm, (overrides, kernel_stage) in (arms or ABLATIONS).items()
              for seed in range(seeds or ABLATION_SEEDS)]
     return _seed_major(cells)
+
+
+# Where the quarter-turn invariant CBCN loses upright accuracy (issue 12): the digits_demo
+# recipe on the validation split (as the slow-start ablations), the invariant CBCN with one
+# switch of `cbcn_tf.invariance.Invariance` set back at a time (that arm is then no longer
+# exactly invariant, except `pool_mean` and `binary_stem`), the ORAlign head (`pool_align`,
+# exact) instead of the orientation max-pool, and the plain CBCN.
+_INV = "model_kwargs.invariant="
+INVARIANCE_ABLATIONS = {
+    "cbcn": ([], None),
+    "invariant": ([_INV + "true"], None),
+    "invariant_no_stem": ([_INV + "{stem: null}"], None),
+    "invariant_binary_stem": ([_INV + "{stem: binary}"], None),
+    "invariant_no_norm": ([_INV + "{norm: false}"], None),
+    "invariant_no_activation": ([_INV + "{activation: false}"], None),
+    "invariant_no_shortcut": ([_INV + "{shortcut: false}"], None),
+    "invariant_no_downsample": ([_INV + "{downsample: false}"], None),
+    "invariant_pool_mean": ([_INV + "{pool: mean}"], None),
+    "invariant_no_pool": ([_INV + "{pool: null}"], None),
+    "invariant_pool_align": ([_INV + "{pool: align}"], None),
+}
 
 
 # Invariance evidence (issue 12): table -> (the table whose upright cells are the plain arms,
@@ -289,6 +313,9 @@ def all_cells(only=GROUPS, *, epochs=None, seeds=None, steps_per_epoch=None):
         "demo": lambda: demo_cells(epochs, seeds),
         "ablation": lambda: ablation_cells(epochs, seeds),
         "invariance": lambda: invariance_cells(epochs, seeds),
+        "invariance_ablation": lambda: ablation_cells(
+            epochs, seeds, group="invariance_ablation", table="invariance_ablation_digits",
+            arms=INVARIANCE_ABLATIONS),
     }
     merged = {}  # one cell per key (groups share cells); a sweep mark wins
     for cell in (cell for group in only for cell in makers[group]()):

@@ -16,7 +16,9 @@ size. Each part is a switch of :class:`Invariance` (all on by default):
 - ``downsample``: every strided conv / pool gets a sampling grid symmetric about the map centre
   for the map size it sees (METHOD §12.2), so every fixed input size is exact;
 - ``pool``: "max" (or "mean") over the K orientation channels of each map before global
-  pooling (:class:`OrientationPooling`), so the classifier sees invariant features.
+  pooling (:class:`OrientationPooling`), so the classifier sees invariant features; or
+  "align": global pooling, then each map's K orientation responses rolled so that the largest
+  comes first (:class:`OrientationAlign`, ORN's ORAlign), which keeps all C * K features.
 
 Example:
     >>> import cbcn_tf
@@ -37,7 +39,8 @@ import tensorflow as tf
 from cbcn_tf import cif
 from cbcn_tf.layers import CBConv2D
 from cbcn_tf.orientation_layers import (  # noqa: F401  (public names of this module too)
-    LiftingConv2D, CirculantConv2D, OrientationBatchNormalization, OrientationPReLU, OrientationPooling, lift_kernel, SCALES, POOLS, STEMS)
+    LiftingConv2D, CirculantConv2D, OrientationAlign, OrientationBatchNormalization,
+    OrientationPReLU, OrientationPooling, lift_kernel, HEADS, SCALES, POOLS, STEMS)
 
 # ---------------------------------------------------------------------------------- options
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +53,8 @@ class Invariance:
         activation: orientation-shared PReLU.
         shortcut: full-precision convs after the stem as :class:`CirculantConv2D`.
         downsample: symmetric sampling grids for strided convs and pools.
-        pool: "max" or "mean" over orientations before global pooling, or None.
+        pool: "max" or "mean" over orientations before global pooling, "align" (ORAlign
+            after global pooling), or None.
     """
 
     stem: str | None = "float"
@@ -63,8 +67,8 @@ class Invariance:
     def __post_init__(self):
         if self.stem not in (*STEMS, None):
             raise ValueError(f"stem must be one of {STEMS} or None, got {self.stem!r}.")
-        if self.pool not in (*POOLS, None):
-            raise ValueError(f"pool must be one of {POOLS} or None, got {self.pool!r}.")
+        if self.pool not in (*HEADS, None):
+            raise ValueError(f"pool must be one of {HEADS} or None, got {self.pool!r}.")
 
     @classmethod
     def resolve(cls, value) -> "Invariance | None":
@@ -270,6 +274,12 @@ class _Rewriter:
         if isinstance(layer, _GLOBAL_POOLS):
             if opts.pool is None:
                 return [self._clone(layer)], False
+            if opts.pool == "align":
+                if layer.get_config().get("keepdims"):
+                    self.problems.append(f"{layer.name}: global pooling with keepdims=True; "
+                                         "the align head needs (N, C*K) features")
+                return [self._clone(layer),
+                        OrientationAlign(k, name=f"{layer.name}_align")], False
             return [OrientationPooling(k, opts.pool, name=f"{layer.name}_orientations"),
                     self._clone(layer)], False
         if isinstance(layer, (OrientationPReLU, CirculantConv2D)) or isinstance(

@@ -8,7 +8,9 @@ puts these into a model; they are usable on their own as well:
 - :class:`CirculantConv2D`: a full-precision circulant conv (a float CiF with orientation spin);
 - :class:`OrientationBatchNormalization`, :class:`OrientationPReLU`: statistics, parameters and
   slopes shared by the K orientation channels of each map;
-- :class:`OrientationPooling`: max or mean over the K orientation channels of each map.
+- :class:`OrientationPooling`: max or mean over the K orientation channels of each map;
+- :class:`OrientationAlign`: ORN's ORAlign on pooled features: each map's K orientation
+  responses rolled so that the largest comes first (keeps all C * K features).
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from cbcn_tf import quantizers as cbcn_quantizers
 _register = tf.keras.utils.register_keras_serializable(package="cbcn_tf")
 SCALES = ("layer_mean", "channel_mean", None)
 POOLS = ("max", "mean")
+HEADS = (*POOLS, "align")  # orientation heads of `cbcn_tf.invariance.Invariance.pool`
 STEMS = ("float", "binary")
 
 
@@ -315,3 +318,51 @@ class OrientationPooling(tf.keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "orientations": self.orientations, "mode": self.mode}
+
+
+@_register
+class OrientationAlign(tf.keras.layers.Layer):
+    """ORAlign (ORN, Zhou et al. 2017) on globally pooled features: (N, C*K) -> (N, C*K).
+
+    For each map c, its K orientation responses ``x[c * K + k]`` are rolled cyclically so the
+    largest comes first: ``y[c * K + j] = x[c * K + (a_c + j) % K]`` with ``a_c`` the argmax.
+    A quarter turn of the input rolls the orientations of every map by one, which moves every
+    ``a_c`` by one and leaves ``y`` unchanged (a map whose maximum is tied between orientations,
+    e.g. all zeros after a ReLU, gives the same ``y`` only when its values are all equal).
+    Unlike :class:`OrientationPooling` it keeps all C * K features for the classifier. The
+    gradient flows to the selected responses (the argmax itself has none). Built from
+    reshape, argmax, one-hot, slices and products: TFLite builtins.
+
+    Example:
+        >>> x = tf.constant([[0.0, 2.0, 1.0, 0.5, 3.0, 1.0, 2.0, 0.0]])
+        >>> OrientationAlign(4)(x).numpy().ravel().tolist()
+        [2.0, 1.0, 0.5, 0.0, 3.0, 1.0, 2.0, 0.0]
+    """
+
+    def __init__(self, orientations: int = 4, **kwargs):
+        super().__init__(**kwargs)
+        self.orientations = int(orientations)
+
+    def build(self, input_shape):
+        input_shape = tf.TensorShape(input_shape)
+        if input_shape.rank != 2:
+            raise ValueError(f"{self.name}: OrientationAlign takes pooled features (N, C*K), "
+                             f"got shape {input_shape}; put it after global pooling.")
+        _check_channels(self, input_shape)
+        super().build(input_shape)
+
+    def call(self, inputs):
+        k = self.orientations
+        channels = inputs.shape[-1] // k
+        grouped = tf.reshape(inputs, [-1, channels, k])
+        first = tf.one_hot(tf.argmax(grouped, axis=-1), k, dtype=inputs.dtype)  # (N, C, K)
+        aligned = tf.add_n([first[..., r:r + 1]
+                            * tf.concat([grouped[..., r:], grouped[..., :r]], axis=-1)
+                            for r in range(k)])
+        return tf.reshape(aligned, [-1, channels * k])
+
+    def compute_output_shape(self, input_shape):
+        return tf.TensorShape(input_shape)
+
+    def get_config(self):
+        return {**super().get_config(), "orientations": self.orientations}

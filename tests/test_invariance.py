@@ -171,6 +171,30 @@ def test_orientation_prelu_and_pooling_references():
                                atol=1e-6)
 
 
+def test_orientation_align_reference():
+    """Each map's K responses rolled so its largest comes first (NumPy loop reference), and
+    invariant to a roll of every map's orientations."""
+    x = np.random.default_rng(7).normal(size=(3, 20)).astype(np.float32)
+    expected = np.empty_like(x)
+    for n in range(3):
+        for c in range(5):
+            values = x[n, c * 4:(c + 1) * 4]
+            first = int(np.argmax(values))
+            expected[n, c * 4:(c + 1) * 4] = [values[(first + j) % 4] for j in range(4)]
+    layer = inv.OrientationAlign(4)
+    np.testing.assert_array_equal(layer(x).numpy(), expected)
+    rolled = np.roll(x.reshape(3, 5, 4), 1, axis=-1).reshape(3, 20)
+    np.testing.assert_array_equal(layer(rolled).numpy(), expected)
+    with tf.GradientTape() as tape:  # the gradient reaches the selected responses only
+        tensor = tf.constant(x)
+        tape.watch(tensor)
+        total = tf.reduce_sum(layer(tensor) * np.arange(20, dtype=np.float32))
+    grad = tape.gradient(total, tensor).numpy()
+    assert sorted(grad[0, :4].tolist()) == [0.0, 1.0, 2.0, 3.0]
+    with pytest.raises(ValueError, match="after global pooling"):
+        inv.OrientationAlign(4)(np.zeros((1, 2, 2, 8), np.float32))
+
+
 @pytest.mark.parametrize("padding", ["same", "valid"])
 def test_grid_is_symmetric_against_window_sets(padding):
     """Brute force: the windows TF samples, as index sets, are closed under i -> n - 1 - i."""
@@ -215,6 +239,17 @@ def test_full_precision_twins_are_invariant(name, size):
 
 def test_mean_orientation_pooling_is_invariant():
     assert rotation_error(tiny(invariant={"pool": "mean"})) < 1e-4
+
+
+@pytest.mark.parametrize("name,size", [("tiny", 16), ("cbcn_resnet18", 17), ("cbcn_lenet", 28)])
+def test_align_head_is_invariant_and_keeps_every_feature(name, size):
+    model = (tiny(invariant={"pool": "align"}) if name == "tiny"
+             else zoo(name, size, invariant={"pool": "align"}))
+    assert rotation_error(model) < 1e-4
+    align = [layer for layer in model.layers if isinstance(layer, inv.OrientationAlign)]
+    assert len(align) == 1
+    dense = model.layers[-1]
+    assert dense.kernel.shape[0] == align[0].output.shape[-1]  # C * K inputs, not C
 
 
 def test_binary_stem_is_invariant_and_binary():
@@ -308,7 +343,8 @@ def test_layers_get_config_round_trip():
                                 use_bias=True),
               inv.CirculantConv2D(2, 1, orientations=4, use_bias=True),
               inv.OrientationBatchNormalization(4, momentum=0.8),
-              inv.OrientationPReLU(4), inv.OrientationPooling(4, "mean")]
+              inv.OrientationPReLU(4), inv.OrientationPooling(4, "mean"),
+              inv.OrientationAlign(4)]
     for layer in layers:
         clone = tf.keras.layers.deserialize(tf.keras.layers.serialize(layer))
         assert type(clone) is type(layer)
@@ -330,7 +366,7 @@ def test_invariant_model_saves_and_loads(tmp_path):
 # --------------------------------------------------------------------------------- export
 @pytest.mark.parametrize("name,size,options", [
     ("cbcn_resnet18", 16, True), ("cbcn_resnet18", 17, {"stem": "binary"}),
-    ("cbcn_resnet18_imagenet", 32, True),
+    ("cbcn_resnet18_imagenet", 32, True), ("cbcn_resnet18", 16, {"pool": "align"}),
 ])
 def test_invariant_models_export_to_lce(tmp_path, name, size, options):
     """Even maps (stride-1 bconv + 2x2 pool, 4x4 max-pool), odd maps (stride-2 bconv with

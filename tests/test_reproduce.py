@@ -300,3 +300,48 @@ def test_precise_bn_section_lists_before_and_after():
             in text)
     assert "| xnor |" not in text  # rows without a before score are not listed
     assert report.precise_bn_section(rows[1:]) == []
+
+
+def test_invariance_ablation_arms_switch_back_one_part_each():
+    """Each arm's recipe builds the model it names: the parsed `invariant` option differs from
+    all-on in exactly the one switch the arm names, and the arms marked exact are invariant."""
+    import dataclasses
+
+    import numpy as np
+
+    from cbcn_tf.invariance import Invariance
+    from cbcn_tf.training import build_model, resolve_config
+
+    cells = reproduce.all_cells(["invariance_ablation"], seeds=1)
+    by_arm = {cell.arm: cell for cell in cells}
+    assert set(by_arm) == set(reproduce.INVARIANCE_ABLATIONS)
+    assert all("eval_split=validation" in cell.overrides for cell in cells)  # never the test split
+    full = dataclasses.asdict(Invariance())
+    for arm, cell in by_arm.items():
+        option = reproduce.cell_config(cell).model_kwargs.get("invariant")
+        if arm == "cbcn":
+            assert not option
+            continue
+        changed = {k for k, v in dataclasses.asdict(Invariance.resolve(option)).items()
+                   if v != full[k]}
+        assert len(changed) == (0 if arm == "invariant" else 1), (arm, changed)
+    # The exact arms of the report are invariant to a quarter turn, the others are not.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 16, 16, 1)).astype(np.float32)
+    for arm in ("invariant_pool_align", "invariant_no_pool"):
+        model = build_model(resolve_config(reproduce.cell_config(by_arm[arm])))
+        gap = np.abs(model(np.rot90(x, 1, axes=(1, 2))).numpy() - model(x).numpy()).max()
+        assert (gap < 1e-5) == (arm in report._EXACT_ARMS), (arm, gap)
+
+
+def test_invariance_ablation_section_compares_with_invariant_and_plain():
+    table = "invariance_ablation_digits"
+    rows = ([_row(table=table, arm="cbcn", seed=s, top1=0.95 + s / 100) for s in (0, 1)]
+            + [_row(table=table, arm="invariant", seed=s, top1=0.80 + s / 100) for s in (0, 1)]
+            + [_row(table=table, arm="invariant_no_pool", seed=s, top1=0.93 + s / 100)
+               for s in (0, 1)])
+    text = "\n".join(report.invariance_ablation_section(rows))
+    assert ("| invariant_no_pool | no | 2 | 93.50 ± 0.71 | 40.00 ± 0.00 | holds: every seed "
+            "above every seed | reversed: every seed below every seed |") in text
+    assert "| invariant | yes | 2 | 80.50 ± 0.71 |" in text
+    assert report.invariance_ablation_section([_row()]) == []
