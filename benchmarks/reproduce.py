@@ -266,12 +266,15 @@ INVARIANCE_ABLATIONS = {
 
 
 # Invariance evidence (issue 12): table -> (the table whose upright cells are the plain arms,
-# those arms). The tables add one arm, `INVARIANT_ARM`: the plain CBCN cell of the same seed
-# with `INVARIANT_SET` as its only extra override. Digits: the demo's setting (16x16, minutes);
+# those arms). The tables add the arms of `INVARIANT_ARMS`, each the plain CBCN cell of the same
+# seed with its one extra override: `cbcn_invariant` (`invariant=True`, the orientation max-pool
+# head the issue names) and `cbcn_invariant_align` (the ORAlign head, which the invariance
+# ablation found the better exact head on digits). Digits: the demo's setting (16x16, minutes);
 # MNIST: LeNet 5-10-20-40 as Table 2 (28x28); CIFAR-10: ResNet18 as Tables 3 / 4 (32x32).
 # Every fixed square input size is exactly quarter-turn invariant (docs/METHOD.md §12.2).
-INVARIANT_ARM = "cbcn_invariant"
-INVARIANT_SET = "model_kwargs.invariant=true"
+INVARIANT_ARMS = {"cbcn_invariant": _INV + "true",
+                  "cbcn_invariant_align": _INV + "{pool: align}"}
+INVARIANT_ARM, INVARIANT_SET = next(iter(INVARIANT_ARMS.items()))  # the issue's default head
 INVARIANCE_TABLES = {
     "invariance_digits": ("demo_digits", ("cbcn", "xnor", "float")),
     "invariance_mnist": ("table2_mnist", ("cbcn", "xnor", "fp")),
@@ -294,16 +297,18 @@ def invariance_cells(epochs=None, seeds=None):
                   if cell.arm in arms and cell.protocol == "upright" and cell.seed < n
                   and (stage is None or cell.kernel_stage == stage)]
         cells += reused + [
-            dataclasses.replace(cell, group="invariance", table=table, arm=INVARIANT_ARM,
-                                overrides=cell.overrides + (INVARIANT_SET,))
+            dataclasses.replace(cell, group="invariance", table=table, arm=arm,
+                                overrides=cell.overrides + (override,))
+            for arm, override in INVARIANT_ARMS.items()
             for cell in reused if cell.arm == arms[0]]
     return _seed_major(cells)
 
 
 def invariance_arms(table) -> dict:
-    """{arm: table of its ledger rows} of an invariance table, the invariant CBCN second."""
+    """{arm: table of its ledger rows} of an invariance table, the invariant CBCNs second."""
     source, arms = INVARIANCE_TABLES[table]
-    return {arms[0]: source, INVARIANT_ARM: table, **{arm: source for arm in arms[1:]}}
+    return {arms[0]: source, **dict.fromkeys(INVARIANT_ARMS, table),
+            **{arm: source for arm in arms[1:]}}
 
 
 def all_cells(only=GROUPS, *, epochs=None, seeds=None, steps_per_epoch=None):
@@ -415,7 +420,7 @@ def estimate_seconds(cell: Cell, rows) -> float:
     stage = "-".join(map(str, cell.kernel_stage))
     same_stage = [r for r in same if r["kernel_stage"] == stage]
     plain = ([r for r in measured(INVARIANCE_TABLES[cell.table][0], "cbcn")
-              if r["kernel_stage"] == stage] if cell.arm == INVARIANT_ARM else [])
+              if r["kernel_stage"] == stage] if cell.arm in INVARIANT_ARMS else [])
     if same_stage:
         per_epoch = max(float(r["seconds_per_epoch"]) for r in same_stage)
     elif plain:  # the invariant CBCN before its first measurement: its plain twin's, scaled
