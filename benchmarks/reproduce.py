@@ -681,6 +681,9 @@ def main(argv=None) -> int:
     parser.add_argument("--angle-step", type=int, default=ANGLE_STEP,
                         help=f"degrees between swept angles (default {ANGLE_STEP}: 0..345)")
     parser.add_argument("--arms", default=None, help="comma-separated arms to keep")
+    parser.add_argument("--tables", default=None,
+                        help="comma-separated tables to keep, e.g. invariance_mnist (a cell "
+                             "swept for an invariance table counts as that table's too)")
     parser.add_argument("--kernel-stage", default=None,
                         help="keep only cells of this kernel stage, e.g. 5-10-20-40 (run the "
                              "seeds of the small LeNet before the wide one)")
@@ -710,6 +713,9 @@ def main(argv=None) -> int:
     if args.arms:
         keep = set(args.arms.split(","))
         cells = [cell for cell in cells if cell.arm in keep]
+    if args.tables:
+        keep = set(args.tables.split(","))
+        cells = [cell for cell in cells if cell.table in keep or cell.sweep in keep]
     if args.kernel_stage:
         cells = [cell for cell in cells
                  if "-".join(map(str, cell.kernel_stage)) == args.kernel_stage]

@@ -213,6 +213,26 @@ def test_kernel_stage_filter_lists_only_that_stage(capsys, tmp_path):
     assert len(listed) == 6 and all("_10-20-40-80_" in line for line in listed)
 
 
+def test_tables_filter_keeps_a_table_and_the_cells_swept_for_it(capsys, tmp_path):
+    argv = ["--only", "invariance", "--dry-run", "--ledger", str(tmp_path / "none.csv"),
+            "--angles-ledger", str(tmp_path / "angles.csv")]
+    assert reproduce.main(argv + ["--tables", "invariance_mnist"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()
+              if line.startswith("  ")]
+    mine = [c for c in reproduce.invariance_cells() if c.sweep == "invariance_mnist"]
+    assert sorted(listed) == sorted(c.run_name() for c in mine)
+    assert any(name.startswith("table2_mnist/") for name in listed)  # its plain arms
+    assert reproduce.main(argv + ["--tables", "invariance_mnist,invariance_digits",
+                                  "--arms", "cbcn_invariant_align"]) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()
+              if line.startswith("  ")]
+    assert sorted(listed) == sorted(
+        f"{table}/cbcn_invariant_align_{stage}_upright_s{seed}_e{epochs}"
+        for table, stage, epochs in (("invariance_mnist", "5-10-20-40", 8),
+                                     ("invariance_digits", "4-4-8-16", 16))
+        for seed in range(reproduce.INVARIANCE_SEEDS))
+
+
 def test_table_rows_sort_kernel_stages_as_numbers():
     rows = [_row(table="table2_mnist", arm="cbcn", stage=stage, seed=0, top1=0.9)
             for stage in ("10-20-40-80", "5-10-20-40")]
