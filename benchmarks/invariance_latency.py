@@ -2,10 +2,12 @@
 
 For the two models of the invariance evidence (``benchmarks/reproduce.py --only invariance``):
 LeNet at 28x28 (kernel stage 5-10-20-40, MNIST) and ResNet18 at 32x32 (kernel stage 4-4-8-16,
-the CIFAR budget), both K = 4, the plain CBCN and the same model with ``invariant=True`` are
-exported with LCE and timed side by side in one `cbcn_tf.converters.benchmark_tflite` call per
-model (every LCE kernel, batch 1, configurations interleaved round-robin), so both see the same
-load. BOPs and float FLOPs are `cbcn_tf.summary`'s; parity is each flatbuffer against its Keras
+the CIFAR budget), both K = 4, the plain CBCN and the same model with ``invariant=True``
+(``invariant``, the orientation max-pool head) and with ``invariant={"pool": "align"}``
+(``align``, the ORAlign head) are exported with LCE. Each invariant variant is timed side by
+side with the plain model in one `cbcn_tf.converters.benchmark_tflite` call (every LCE kernel,
+batch 1, configurations interleaved round-robin), so the pair sees the same load; its ratio
+comes from that call, and the plain rows written are those of the first call. BOPs and float FLOPs are `cbcn_tf.summary`'s; parity is each flatbuffer against its Keras
 model on seeded random inputs (reported, not enforced: untrained binary nets amplify the
 one-bit flips float rounding causes near zero).
 
@@ -41,19 +43,20 @@ MODELS = {
     "resnet18": ("cbcn_resnet18", dict(input_shape=(32, 32, 3), num_classes=10,
                                        kernel_stage=(4, 4, 8, 16), orientations=4), 5),
 }
-VARIANTS = ("plain", "invariant")
+VARIANTS = {"plain": False, "invariant": True, "align": {"pool": "align"}}  # -> invariant=
 COLUMNS = ("model", "variant", "input", "kernel_stage", "runtime", "kernel", "threads", "runs",
            "warmup", "median_ms", "p90_ms", "min_ms", "ratio_to_plain", "bops", "flops",
            "lce_bytes", "parity", "load_average", "command")
 
 
 def measure(key: str, runs: int, threads, folder: str, parity_samples: int) -> list:
-    """Rows of COLUMNS (without load and command) for the plain and invariant ``key`` model."""
+    """Rows of COLUMNS (without load and command) for the plain ``key`` model and each
+    invariant variant, every variant's ratio from its own run beside the plain model."""
     name, kwargs, warmup = MODELS[key]
     flatbuffers, info = {}, {}
     for variant in VARIANTS:
         tf.keras.utils.set_random_seed(0)
-        model = create_model(name, invariant=variant == "invariant", **kwargs)
+        model = create_model(name, invariant=VARIANTS[variant], **kwargs)
         result = export_lce(model, os.path.join(folder, f"{name}_{variant}.tflite"),
                             verify=False)
         flatbuffers[variant] = open(result.path, "rb").read()
@@ -62,22 +65,26 @@ def measure(key: str, runs: int, threads, folder: str, parity_samples: int) -> l
                              lce_bytes=result.bytes,
                              parity=str(check_parity(model, flatbuffers[variant],
                                                      samples=parity_samples)))
-    labels = {variant: f"{name} {variant}" for variant in VARIANTS}
-    report = benchmark_tflite(flatbuffers["plain"], baseline=flatbuffers["invariant"],
-                              runs=runs, warmup=warmup, threads=threads,
-                              name=labels["plain"], baseline_name=labels["invariant"])
-    plain = {(m.kernel, m.threads): m.median_ms for m in report.rows
-             if m.model == labels["plain"]}
     rows = []
-    for m in report.rows:
-        variant = "plain" if m.model == labels["plain"] else "invariant"
-        rows.append(dict(
-            model=name, variant=variant, input="x".join(map(str, kwargs["input_shape"])),
-            kernel_stage="-".join(map(str, kwargs["kernel_stage"])), runtime=m.runtime,
-            kernel=m.kernel, threads=m.threads, runs=m.runs, warmup=m.warmup,
-            median_ms=f"{m.median_ms:.3f}", p90_ms=f"{m.p90_ms:.3f}", min_ms=f"{m.min_ms:.3f}",
-            ratio_to_plain=f"{m.median_ms / plain[(m.kernel, m.threads)]:.3f}",
-            **info[variant]))
+    for variant in list(VARIANTS)[1:]:  # each invariant variant interleaved with the plain one
+        labels = {"plain": f"{name} plain", variant: f"{name} {variant}"}
+        report = benchmark_tflite(flatbuffers["plain"], baseline=flatbuffers[variant],
+                                  runs=runs, warmup=warmup, threads=threads,
+                                  name=labels["plain"], baseline_name=labels[variant])
+        plain = {(m.kernel, m.threads): m.median_ms for m in report.rows
+                 if m.model == labels["plain"]}
+        for m in report.rows:
+            measured = "plain" if m.model == labels["plain"] else variant
+            if measured == "plain" and variant != list(VARIANTS)[1]:
+                continue  # the plain rows of the first run only
+            rows.append(dict(
+                model=name, variant=measured, input="x".join(map(str, kwargs["input_shape"])),
+                kernel_stage="-".join(map(str, kwargs["kernel_stage"])), runtime=m.runtime,
+                kernel=m.kernel, threads=m.threads, runs=m.runs, warmup=m.warmup,
+                median_ms=f"{m.median_ms:.3f}", p90_ms=f"{m.p90_ms:.3f}",
+                min_ms=f"{m.min_ms:.3f}",
+                ratio_to_plain=f"{m.median_ms / plain[(m.kernel, m.threads)]:.3f}",
+                **info[measured]))
     return rows
 
 

@@ -317,3 +317,24 @@ def test_confusion_lines_average_the_seeds():
     assert "| invariance_mnist | cbcn | 1 | 5.73 | 0.00 | 0% |" in text
     assert "equals the ledger row's in 1 of 3 cells" in text
     assert report.confusion_lines(None) == []
+
+
+def test_invariance_latency_times_each_variant_beside_the_plain_model(tmp_path):
+    from tests.test_reproduce import _load
+
+    latency = _load("invariance_latency")
+    rows = latency.measure("lenet", runs=2, threads=(1,), folder=str(tmp_path),
+                           parity_samples=1)
+    kernels = {r["kernel"] for r in rows}
+    assert kernels == {"default", "indirect_bgemm", "reference"}
+    by = {(r["variant"], r["kernel"]): r for r in rows}
+    assert sorted(by) == sorted((v, k) for v in latency.VARIANTS for k in kernels)
+    assert len(rows) == len(by)  # the plain rows once
+    for kernel in kernels:
+        assert by[("plain", kernel)]["ratio_to_plain"] == "1.000"
+        for variant in ("invariant", "align"):
+            assert float(by[(variant, kernel)]["ratio_to_plain"]) > 0
+    # Same binary convs; the align head's classifier reads C * K features instead of C.
+    lenet = {v: by[(v, "default")] for v in latency.VARIANTS}
+    assert lenet["invariant"]["bops"] == lenet["align"]["bops"]
+    assert lenet["align"]["flops"] > lenet["invariant"]["flops"]
