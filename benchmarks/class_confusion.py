@@ -16,7 +16,6 @@ Writes ``class_confusion.csv`` into --out (default benchmarks/results), one row 
 the command that produced it. `benchmarks/report.py` puts it beside the invariance tables.
 """
 import argparse
-import importlib.util
 import os
 import shlex
 import sys
@@ -24,22 +23,14 @@ import sys
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+if HERE not in sys.path:  # loaded by path (the tests): report.py lives beside this file
+    sys.path.insert(0, HERE)
+from report import _reproduce  # noqa: E402  (benchmarks/reproduce.py, loaded once)
 TABLES = ("invariance_digits", "invariance_mnist")  # the digit datasets
 PAIR = (6, 9)  # the classes a 180-degree turn maps onto each other (nearly)
 COLUMNS = ("evidence", "table", "arm", "kernel_stage", "protocol", "seed", "epochs", "steps_per_epoch",
            "score_split", "n", "errors", "top1", "ledger_top1", "errors_6_9", "share_6_9",
            "top_pairs", "command")
-
-
-def _reproduce():
-    if "bench_reproduce" in sys.modules:
-        return sys.modules["bench_reproduce"]
-    spec = importlib.util.spec_from_file_location("bench_reproduce",
-                                                  os.path.join(HERE, "reproduce.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
 
 
 def pair_counts(confusion: np.ndarray, top: int = 3) -> tuple:
