@@ -11,6 +11,7 @@ confusions and the most confused class pairs.
 
 Usage:
     python benchmarks/class_confusion.py --runs-dir RUNS [--tables invariance_mnist ...]
+        [--epochs N] [--steps-per-epoch N]  (the cells of another budget, as reproduce.py)
 
 Writes ``class_confusion.csv`` into --out (default benchmarks/results), one row per cell, with
 the command that produced it. `benchmarks/report.py` puts it beside the invariance tables.
@@ -96,6 +97,10 @@ def main(argv=None) -> int:
                              "win when they exist)")
     parser.add_argument("--tables", nargs="+", choices=TABLES, default=list(TABLES))
     parser.add_argument("--ledger", default=os.path.join(HERE, "results", "reproduce.csv"))
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="the cells of this epoch budget (as reproduce.py --epochs)")
+    parser.add_argument("--steps-per-epoch", type=int, default=None,
+                        help="the cells of these capped epochs (as reproduce.py)")
     parser.add_argument("--out", default=os.path.join(HERE, "results"))
     args = parser.parse_args(argv)
     import cbcn_tf  # noqa: F401  (Keras 2 first)
@@ -105,7 +110,8 @@ def main(argv=None) -> int:
     command = shlex.join(["python", os.path.relpath(__file__), *(argv or sys.argv[1:])])
     by_key = {reproduce.row_key(r): r for r in reproduce.read_ledger(args.ledger)}
     rows = []
-    for cell in reproduce.invariance_cells():
+    for cell in reproduce.all_cells(["invariance"], epochs=args.epochs,
+                                    steps_per_epoch=args.steps_per_epoch):
         row = by_key.get(cell.key())
         if cell.sweep not in args.tables or row is None or row.get("status", "ok") != "ok":
             continue

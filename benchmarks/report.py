@@ -362,6 +362,7 @@ INVARIANCE_COST = [
     "yet in the ledger are trained by the group as in their own campaigns (60 s / epoch for "
     "the LeNet, 140-200 s for the ResNet18). `--dry-run` prints the estimate for what is left.",
 ]
+INVARIANCE_TEXT = os.path.join(RESULTS, "invariance_notes.md")  # written by hand
 # The issue's second goal: the invariant CBCN's rotated top-1 within this many points of its
 # own upright top-1 (stated for CIFAR10-rot).
 WITHIN_POINTS = {"invariance_cifar10": 5.0}
@@ -404,7 +405,8 @@ def within_verdict(upright, rotated, points, min_seeds=MIN_SEEDS) -> str:
     return f"not met: largest gap {max(gaps):.2f} points"
 
 
-def invariance_section(rows, angle_rows, latency=None, png=ANGLE_PNG, confusion=None) -> list:
+def invariance_section(rows, angle_rows, latency=None, png=ANGLE_PNG, confusion=None,
+                       notes=None) -> list:
     """The issue-12 evidence: per invariance table the arms' upright / rotated top-1, the
     goals' verdicts, the costs, and accuracy against angle (a figure written to ``png``).
     Cells not in the ledgers are listed as missing."""
@@ -487,6 +489,8 @@ def invariance_section(rows, angle_rows, latency=None, png=ANGLE_PNG, confusion=
                 + [f"`{c.run_name()}` (no angle sweep)" for c in unswept]) + "."]
         lines.append("")
     lines += confusion_lines(confusion)
+    if notes and os.path.exists(notes):
+        lines += [open(notes).read().strip(), ""]
     lines += latency_lines(latency)
     if png and any(plotted.values()):
         _plot_angles({t: arms for t, arms in plotted.items() if arms}, png)
@@ -840,7 +844,7 @@ def main():
     lines += optimizer_section(_csv("optimizer_check.csv") or [], ledger)
     lines += precise_bn_section(ledger)
     lines += invariance_section(ledger, _csv("angles.csv") or [], _csv("invariance_latency.csv"),
-                                confusion=_csv("class_confusion.csv"))
+                                confusion=_csv("class_confusion.csv"), notes=INVARIANCE_TEXT)
     lines += invariance_ablation_section(ablation)
     lines += slow_start_section(ablation)
     write_demo_spread(ledger)

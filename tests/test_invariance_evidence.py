@@ -141,6 +141,16 @@ def test_invariance_group_sweeps_angles_and_recomputes_only_missing_ones(
     curve = {int(r["angle"]): float(r["top1"]) for r in swept}
     assert sorted(curve) == [0, 90, 180, 270]
     assert curve[0] == pytest.approx(float(rows[0]["top1"]), abs=1e-4)  # angle 0 = upright
+    # class_confusion.py finds the same model through the ledger and scores it as the row.
+    from tests.test_reproduce import _load
+
+    out = tmp_path / "confusion"
+    assert _load("class_confusion").main(
+        ["--runs-dir", str(runs), "--ledger", str(ledger), "--out", str(out),
+         "--tables", "invariance_digits", "--epochs", "1", "--steps-per-epoch", "2"]) == 0
+    (confused,) = _rows(out / "class_confusion.csv")
+    assert (confused["arm"], confused["top1"]) == ("cbcn_invariant", rows[0]["top1"])
+    assert int(confused["n"]) == 360 and confused["ledger_top1"] == rows[0]["top1"]
     # Invariant after training steps too, up to a rare sign flipped by float rounding (docs/
     # METHOD.md §12.3): at most one of the 360 test images may change its class.
     assert max(curve.values()) - min(curve.values()) <= 1 / 360 + 1e-6
@@ -228,8 +238,11 @@ def test_invariance_report_section_on_a_synthetic_ledger(tmp_path):
                     flops="142720", lce_bytes="30720", parity="8/8", command="python b.py",
                     load_average="1.0 / 1.0")
                for v, ms, r in (("plain", "2.0", "1.0"), ("invariant", "2.5", "1.25"))]
-    lines = report.invariance_section(rows, angle_rows, latency, png=str(png))
+    notes = tmp_path / "notes.md"
+    notes.write_text("Hand-written reading of the tables.\n")
+    lines = report.invariance_section(rows, angle_rows, latency, png=str(png), notes=str(notes))
     text = "\n".join(lines)
+    assert "Hand-written reading of the tables." in lines
     cifar = text.split("### CIFAR-10")[1]
     mnist = text.split("### MNIST")[1].split("### CIFAR-10")[0]
     # Mean ± std, n, mean over the four angles, upright cost vs cbcn (80.00 - 74.50).
