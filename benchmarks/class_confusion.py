@@ -127,6 +127,7 @@ def main(argv=None) -> int:
     if not rows:
         print(f"No cell of {', '.join(args.tables)} in {args.ledger}.")
         return 1
+    os.makedirs(args.out, exist_ok=True)
     path = os.path.join(args.out, "class_confusion.csv")
     files.write_csv(path, [{k: r[k] for k in COLUMNS} for r in rows])
     print(f"wrote {path}")
