@@ -564,10 +564,11 @@ def latency_lines(rows) -> list:
     if not rows:
         return ["LCE latency: not measured yet (`python benchmarks/invariance_latency.py`).",
                 ""]
-    lines = ["#### LCE latency, invariant vs plain CBCN (untrained weights, batch 1)", "",
-             f"Command: `{rows[0]['command']}`; load average (1 min) before / after "
-             f"{rows[0]['load_average']}. Both variants of a model timed in one interleaved "
-             "run; x86 host (LCE's optimised kernels target ARM64).", "",
+    lines = ["#### LCE latency, invariant variants vs plain CBCN (untrained weights, batch 1)",
+             "", f"Command: `{rows[0]['command']}`; load average (1 min) before / after "
+             f"{rows[0]['load_average']}. Each invariant variant (`invariant`: max-pool head, "
+             "`align`: ORAlign head) timed beside the plain model in one interleaved run, its "
+             "ratio from that run; x86 host (LCE's optimised kernels target ARM64).", "",
              "| model | input | variant | kernel | threads | median ms | ratio to plain | BOPs | "
              "FLOPs | LCE file KiB | parity |", "|---|---|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in rows:
