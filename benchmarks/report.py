@@ -251,13 +251,25 @@ def ledger_section(rows) -> list:
             for (_, stage, proto, epochs), arms in sorted(cells.items(), key=_cell_order):
                 if proto != protocol or (c_stage != "*" and c_stage != stage):
                     continue
+                if better not in arms and worse not in arms:
+                    continue
                 if better not in arms or worse not in arms:
+                    absent = better if better not in arms else worse
+                    lines.append(f"- {text} [{stage}, {protocol} training, {score} score, "
+                                 f"{epochs} epochs]: **not measured yet** (no `{absent}` cell "
+                                 "in the ledger).")
                     continue
                 a, b = _scores(arms[better], score), _scores(arms[worse], score)
                 lines.append(
                     f"- {text} [{stage}, {protocol} training, {score} score, {epochs} epochs]: "
                     f"**{verdict(a, b)}** ({better} {_fmt(a, 'accuracy')} vs {worse} "
                     f"{_fmt(b, 'accuracy')} top-1 %, n = {len(a)} / {len(b)}).")
+        keys = {_reproduce().row_key(r) for r in _all_rows(cells)}
+        missing = [c.run_name() for c in _reproduce().all_cells([_group_of(table)])
+                   if c.table == table and c.key() not in keys]
+        if missing:
+            lines += ["", f"Not yet in the ledger ({len(missing)} cells of the campaign): "
+                      + ", ".join(f"`{name}`" for name in missing) + "."]
         commands = sorted({r["command"].split(" --set seed=")[0] for r in _all_rows(cells)})
         lines += ["", f"Produced by `python benchmarks/reproduce.py --only "
                   f"{_group_of(table)}`; each cell is `{commands[0]} ...` with the cell's "

@@ -365,3 +365,18 @@ def test_invariance_ablation_section_compares_with_invariant_and_plain():
             "above every seed | reversed: every seed below every seed |") in text
     assert "| invariant | yes | 2 | 80.50 ± 0.71 |" in text
     assert report.invariance_ablation_section([_row()]) == []
+
+
+def test_ledger_section_names_the_cells_and_claims_not_measured_yet():
+    cells = [c for c in reproduce.cifar_cells() if c.arm in ("cbcn", "xnor_doubled")]
+    rows = [_row(table=c.table, arm=c.arm, stage="-".join(map(str, c.kernel_stage)),
+                 seed=c.seed, epochs=c.epochs, top1=0.5 + 0.01 * (c.arm == "cbcn"))
+            for c in cells]
+    text = "\n".join(report.ledger_section(rows)).split("## Accuracy: Tables 3 / 4")[1]
+    assert "CBCN K=4 beats XNOR with doubled shortcuts" in text
+    assert "**not measured yet** (no `fp` cell in the ledger)" in text
+    assert "**not measured yet** (no `cbcn_k2` cell in the ledger)" in text
+    missing = [c for c in reproduce.cifar_cells() if c.arm not in ("cbcn", "xnor_doubled")]
+    assert f"Not yet in the ledger ({len(missing)} cells of the campaign): " in text
+    assert all(f"`{c.run_name()}`" in text for c in missing)
+    assert not any(f"`{c.run_name()}`" in text for c in cells)
