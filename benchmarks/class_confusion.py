@@ -27,11 +27,12 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:  # loaded by path (the tests): report.py lives beside this file
     sys.path.insert(0, HERE)
 from report import _reproduce  # noqa: E402  (benchmarks/reproduce.py, loaded once)
+
 TABLES = ("invariance_digits", "invariance_mnist")  # the digit datasets
 PAIR = (6, 9)  # the classes a 180-degree turn maps onto each other (nearly)
-COLUMNS = ("evidence", "table", "arm", "kernel_stage", "protocol", "seed", "epochs", "steps_per_epoch",
-           "score_split", "n", "errors", "top1", "ledger_top1", "errors_6_9", "share_6_9",
-           "top_pairs", "command")
+COLUMNS = ("evidence", "table", "arm", "kernel_stage", "protocol", "seed", "epochs",
+           "steps_per_epoch", "score_split", "n", "errors", "top1", "ledger_top1", "errors_6_9",
+           "share_6_9", "top_pairs", "command")
 
 
 def pair_counts(confusion: np.ndarray, top: int = 3) -> tuple:

@@ -7,8 +7,9 @@ the CIFAR budget), both K = 4, the plain CBCN and the same model with ``invarian
 (``align``, the ORAlign head) are exported with LCE. Each invariant variant is timed side by
 side with the plain model in one `cbcn_tf.converters.benchmark_tflite` call (every LCE kernel,
 batch 1, configurations interleaved round-robin), so the pair sees the same load; its ratio
-comes from that call, and the plain rows written are those of the first call. BOPs and float FLOPs are `cbcn_tf.summary`'s; parity is each flatbuffer against its Keras
-model on seeded random inputs (reported, not enforced: untrained binary nets amplify the
+comes from that call, and the plain rows written are those of the first call. BOPs and float
+FLOPs are `cbcn_tf.summary`'s; parity is each flatbuffer against its Keras model on seeded
+random inputs (reported, not enforced: untrained binary nets amplify the
 one-bit flips float rounding causes near zero).
 
 The weights are untrained (random), which does not change the latency. This host is x86: LCE's
@@ -66,7 +67,7 @@ def measure(key: str, runs: int, threads, folder: str, parity_samples: int) -> l
                              parity=str(check_parity(model, flatbuffers[variant],
                                                      samples=parity_samples)))
     rows = []
-    for variant in list(VARIANTS)[1:]:  # each invariant variant interleaved with the plain one
+    for i, variant in enumerate(list(VARIANTS)[1:]):  # each interleaved with the plain one
         labels = {"plain": f"{name} plain", variant: f"{name} {variant}"}
         report = benchmark_tflite(flatbuffers["plain"], baseline=flatbuffers[variant],
                                   runs=runs, warmup=warmup, threads=threads,
@@ -75,7 +76,7 @@ def measure(key: str, runs: int, threads, folder: str, parity_samples: int) -> l
                  if m.model == labels["plain"]}
         for m in report.rows:
             measured = "plain" if m.model == labels["plain"] else variant
-            if measured == "plain" and variant != list(VARIANTS)[1]:
+            if measured == "plain" and i:
                 continue  # the plain rows of the first run only
             rows.append(dict(
                 model=name, variant=measured, input="x".join(map(str, kwargs["input_shape"])),

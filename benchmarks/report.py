@@ -251,18 +251,17 @@ def ledger_section(rows) -> list:
             for (_, stage, proto, epochs), arms in sorted(cells.items(), key=_cell_order):
                 if proto != protocol or (c_stage != "*" and c_stage != stage):
                     continue
-                if better not in arms and worse not in arms:
+                absent = [arm for arm in (better, worse) if arm not in arms]
+                if len(absent) == 2:
                     continue
-                if better not in arms or worse not in arms:
-                    absent = better if better not in arms else worse
-                    lines.append(f"- {text} [{stage}, {protocol} training, {score} score, "
-                                 f"{epochs} epochs]: **not measured yet** (no `{absent}` cell "
-                                 "in the ledger).")
+                claim = f"- {text} [{stage}, {protocol} training, {score} score, {epochs} epochs]"
+                if absent:
+                    lines.append(f"{claim}: **not measured yet** (no `{absent[0]}` cell in the "
+                                 "ledger).")
                     continue
                 a, b = _scores(arms[better], score), _scores(arms[worse], score)
                 lines.append(
-                    f"- {text} [{stage}, {protocol} training, {score} score, {epochs} epochs]: "
-                    f"**{verdict(a, b)}** ({better} {_fmt(a, 'accuracy')} vs {worse} "
+                    f"{claim}: **{verdict(a, b)}** ({better} {_fmt(a, 'accuracy')} vs {worse} "
                     f"{_fmt(b, 'accuracy')} top-1 %, n = {len(a)} / {len(b)}).")
         keys = {_reproduce().row_key(r) for r in _all_rows(cells)}
         missing = [c.run_name() for c in _reproduce().all_cells([_group_of(table)])
@@ -517,9 +516,9 @@ def goal_lines(table, inv_arm, inv, others) -> list:
     """The issue-12 goals for one invariant arm (its ledger rows ``inv``) against the
     non-invariant arms (``others``: arm -> rows): rotated top-1 above every one of them, and,
     where the issue states it (`WITHIN_POINTS`), within some points of its own upright."""
-    inv_rot = _scores(inv, "rotated")
     if not inv:
         return [f"- `{inv_arm}`: no cells in the ledger yet."]
+    inv_rot = _scores(inv, "rotated")
     verdicts = {arm: verdict(inv_rot, _scores(arm_rows, "rotated"))
                 for arm, arm_rows in others.items()}
     if all(v.startswith("holds") for v in verdicts.values()):
