@@ -267,7 +267,7 @@ def ledger_section(rows) -> list:
         missing = [c.run_name() for c in _reproduce().all_cells([_group_of(table)])
                    if c.table == table and c.key() not in keys]
         if missing:
-            lines += ["", f"Not yet in the ledger ({len(missing)} cells of the campaign): "
+            lines += ["", f"Not yet in the ledger ({len(missing)} cell{'s' * (len(missing) > 1)} of the campaign): "
                       + ", ".join(f"`{name}`" for name in missing) + "."]
         commands = sorted({r["command"].split(" --set seed=")[0] for r in _all_rows(cells)})
         lines += ["", f"Produced by `python benchmarks/reproduce.py --only "
@@ -479,7 +479,8 @@ def invariance_section(rows, angle_rows, latency=None, png=ANGLE_PNG, confusion=
                     cost = f"{100 * (mean_std(plain_up)[0] - mean_up):+.2f}"
             speed = [float(r["seconds_per_epoch"]) for r in arm_rows if r["seconds_per_epoch"]]
             first = arm_rows[0]
-            over_angles = (f"{100 * statistics.fmean(mean_curve):.2f} ({len(sweeps)} sweeps)"
+            plural = "s" * (len(sweeps) > 1)
+            over_angles = (f"{100 * statistics.fmean(mean_curve):.2f} ({len(sweeps)} sweep{plural})"
                            if mean_curve else "")
             lines.append(
                 f"| {arm} | {len(arm_rows)} | {_pct(up)} | {_pct(rot)} | {over_angles} | "

@@ -380,3 +380,8 @@ def test_ledger_section_names_the_cells_and_claims_not_measured_yet():
     assert f"Not yet in the ledger ({len(missing)} cells of the campaign): " in text
     assert all(f"`{c.run_name()}`" in text for c in missing)
     assert not any(f"`{c.run_name()}`" in text for c in cells)
+    *done, last = reproduce.cifar_cells()
+    rows = [_row(table=c.table, arm=c.arm, stage="-".join(map(str, c.kernel_stage)),
+                 seed=c.seed, epochs=c.epochs) for c in done]
+    text = "\n".join(report.ledger_section(rows)).split("## Accuracy: Tables 3 / 4")[1]
+    assert f"Not yet in the ledger (1 cell of the campaign): `{last.run_name()}`." in text
