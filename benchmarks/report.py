@@ -169,6 +169,19 @@ def _scores(rows, score):
     return [float(row[key]) for row in rows]
 
 
+def _notes(path) -> list:
+    """A hand-written notes file as report lines (nothing if it does not exist)."""
+    if not path or not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [f.read().strip(), ""]
+
+
+def _count(n: int, noun: str) -> str:
+    """``"1 cell"``, ``"2 cells"``."""
+    return f"{n} {noun}{'s' * (n != 1)}"
+
+
 def _fmt(values, kind):
     mean, std = mean_std([100 * v for v in values])
     if mean is None:
@@ -267,8 +280,8 @@ def ledger_section(rows) -> list:
         missing = [c.run_name() for c in _reproduce().all_cells([_group_of(table)])
                    if c.table == table and c.key() not in keys]
         if missing:
-            lines += ["", f"Not yet in the ledger ({len(missing)} cell{'s' * (len(missing) > 1)} of the campaign): "
-                      + ", ".join(f"`{name}`" for name in missing) + "."]
+            lines += ["", f"Not yet in the ledger ({_count(len(missing), 'cell')} of the "
+                      "campaign): " + ", ".join(f"`{name}`" for name in missing) + "."]
         commands = sorted({r["command"].split(" --set seed=")[0] for r in _all_rows(cells)})
         lines += ["", f"Produced by `python benchmarks/reproduce.py --only "
                   f"{_group_of(table)}`; each cell is `{commands[0]} ...` with the cell's "
@@ -344,8 +357,7 @@ def optimizer_section(rows, ledger=()) -> list:
                   f"{'/'.join(epochs_run)} epochs; ledger column `train_curve`): "
                   + ", ".join(f"{arm} {_fmt(values, 'accuracy')} % (n = {len(values)})"
                               for arm, values in sorted(last.items())) + ".", ""]
-    if os.path.exists(OPTIMIZER_NOTES):
-        lines += [open(OPTIMIZER_NOTES).read().strip(), ""]
+    lines += _notes(OPTIMIZER_NOTES)
     return lines
 
 
@@ -479,9 +491,8 @@ def invariance_section(rows, angle_rows, latency=None, png=ANGLE_PNG, confusion=
                     cost = f"{100 * (mean_std(plain_up)[0] - mean_up):+.2f}"
             speed = [float(r["seconds_per_epoch"]) for r in arm_rows if r["seconds_per_epoch"]]
             first = arm_rows[0]
-            plural = "s" * (len(sweeps) > 1)
-            over_angles = (f"{100 * statistics.fmean(mean_curve):.2f} ({len(sweeps)} sweep{plural})"
-                           if mean_curve else "")
+            over_angles = (f"{100 * statistics.fmean(mean_curve):.2f} "
+                           f"({_count(len(sweeps), 'sweep')})" if mean_curve else "")
             lines.append(
                 f"| {arm} | {len(arm_rows)} | {_pct(up)} | {_pct(rot)} | {over_angles} | "
                 f"{cost} | {int(float(first['bops'] or 0)):,} | "
@@ -501,8 +512,7 @@ def invariance_section(rows, angle_rows, latency=None, png=ANGLE_PNG, confusion=
                 + [f"`{c.run_name()}` (no angle sweep)" for c in unswept]) + "."]
         lines.append("")
     lines += confusion_lines(confusion)
-    if notes and os.path.exists(notes):
-        lines += [open(notes).read().strip(), ""]
+    lines += _notes(notes)
     lines += latency_lines(latency)
     if png and any(plotted.values()):
         _plot_angles({t: arms for t, arms in plotted.items() if arms}, png)
@@ -674,8 +684,7 @@ def slow_start_section(rows, png=SLOW_START_PNG) -> list:
         _plot_slow_start(arms, png)
         lines += [f"![validation curves of the ablation arms](benchmarks/results/"
                   f"{os.path.basename(png)})", ""]
-    if os.path.exists(SLOW_START_TEXT):
-        lines += [open(SLOW_START_TEXT).read().strip(), ""]
+    lines += _notes(SLOW_START_TEXT)
     return lines
 
 
@@ -718,8 +727,7 @@ def invariance_ablation_section(rows) -> list:
     lines += ["", "Mean ± sample standard deviation over the n seeds; verdicts compare every "
               "seed of the arm with every seed of `invariant` / `cbcn` (\"holds\": the arm is "
               "above in every seed).", ""]
-    if os.path.exists(INVARIANCE_ABLATION_TEXT):
-        lines += [open(INVARIANCE_ABLATION_TEXT).read().strip(), ""]
+    lines += _notes(INVARIANCE_ABLATION_TEXT)
     return lines
 
 
@@ -810,9 +818,7 @@ def speed_section(path) -> list:
                      f"{', '.join(f'{v:.0f}' for v in row['ms_per_step'])} | "
                      f"{row['median_ratio']:.2f} |")
     lines.append("")
-    notes = os.path.join(RESULTS, "speed_options_notes.md")
-    if os.path.exists(notes):
-        lines += [open(notes).read().strip(), ""]
+    lines += _notes(os.path.join(RESULTS, "speed_options_notes.md"))
     return lines
 
 
