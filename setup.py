@@ -14,7 +14,11 @@ setup(
         "cbcn_tf.models": "models",
         "cbcn_tf.converters": "converters",
     },
-    package_data={"cbcn_tf": ["recipes/*.yaml", "demo_spread.json"]},
+    package_data={
+        "cbcn_tf": ["recipes/*.yaml", "demo_spread.json"],
+        # Trained weights (models/pretrained.py), written by benchmarks/package_weights.py.
+        "cbcn_tf.models": ["weights/*.json", "weights/*.h5", "weights/*.tflite"],
+    },
     install_requires=[
         "tensorflow>=2.16,<2.22",
         "tf-keras>=2.16,<2.22",

@@ -1,4 +1,4 @@
-"""Where the upright errors of the invariance evidence go, class pair by class pair (issue 12).
+"""Where the upright errors of the invariance evidence go, class pair by class pair.
 
 A classifier that is exactly invariant to quarter turns gives a digit and the same digit turned
 by 180 degrees one answer, and a 9 turned by 180 degrees is drawn much like a 6. So on digit

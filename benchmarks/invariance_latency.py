@@ -1,10 +1,11 @@
-"""LCE latency of the quarter-turn invariant CBCN next to its plain twin (issue 12's cost).
+"""LCE latency of the quarter-turn invariant CBCN next to its plain twin: what the invariance costs.
 
 For the two models of the invariance evidence (``benchmarks/reproduce.py --only invariance``):
 LeNet at 28x28 (kernel stage 5-10-20-40, MNIST) and ResNet18 at 32x32 (kernel stage 4-4-8-16,
-the CIFAR budget), both K = 4, the plain CBCN and the same model with ``invariant=True``
-(``invariant``, the orientation max-pool head) and with ``invariant={"pool": "align"}``
-(``align``, the ORAlign head) are exported with LCE. Each invariant variant is timed side by
+the CIFAR budget), both K = 4, the plain CBCN and the same model with
+``invariant={"pool": "max"}`` (``invariant``, the orientation max-pool head) and with
+``invariant={"pool": "align"}`` (``align``, the ORAlign head, what ``invariant=True`` gives)
+are exported with LCE. Each invariant variant is timed side by
 side with the plain model in one `cbcn_tf.converters.benchmark_tflite` call (every LCE kernel,
 batch 1, configurations interleaved round-robin), so the pair sees the same load; its ratio
 comes from that call, and the plain rows written are those of the first call. BOPs and float
@@ -44,7 +45,7 @@ MODELS = {
     "resnet18": ("cbcn_resnet18", dict(input_shape=(32, 32, 3), num_classes=10,
                                        kernel_stage=(4, 4, 8, 16), orientations=4), 5),
 }
-VARIANTS = {"plain": False, "invariant": True, "align": {"pool": "align"}}  # -> invariant=
+VARIANTS = {"plain": False, "invariant": {"pool": "max"}, "align": {"pool": "align"}}
 COLUMNS = ("model", "variant", "input", "kernel_stage", "runtime", "kernel", "threads", "runs",
            "warmup", "median_ms", "p90_ms", "min_ms", "ratio_to_plain", "bops", "flops",
            "lce_bytes", "parity", "load_average", "command")

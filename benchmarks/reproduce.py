@@ -15,6 +15,8 @@ Groups (``--only``):
   5-10-20-40 upright seed 0 of CBCN / XNOR / FP first, then seeds 1-2, then the rotated
   protocol (2 seeds), then 10-20-40-80 upright (1 seed). Same recipes and ledger keys as
   ``mnist`` except ``epochs``, so both budgets sit side by side in one ledger.
+* ``mnist_recipe_check``: when the paper's reading misses the paper's numbers at 50 epochs,
+  the candidates of ``RECIPE_CANDIDATES`` on every arm alike, on a validation split.
 * ``cifar10``: Tables 3 / 4, ResNet18: CBCN K = 4, XNOR with doubled shortcuts at the same
   feature widths, full precision (3 seeds); CBCN K = 2 and CBCN with ApproxSign (2 seeds).
   Scored on the seeded 5,000-image validation split (the ImageFolder copy has no test split).
@@ -29,7 +31,9 @@ Groups (``--only``):
   Table 2's budget) and CIFAR-10 (ResNet18, Tables 3 / 4's budget). The plain arms ARE the
   upright cells of ``demo`` / ``mnist`` / ``cifar10`` (same recipe, seed, epochs: the same
   training run, the same ledger key), so they are trained once and shared; only the
-  ``cbcn_invariant`` cells (the CBCN recipe + ``model_kwargs.invariant=true``) are new.
+  invariant cells are new: ``cbcn_invariant`` (the CBCN recipe +
+  ``model_kwargs.invariant={pool: max}``, the max-pool head) and ``cbcn_invariant_align``
+  (``{pool: align}``, the ORAlign head that ``invariant=true`` gives).
   Every cell of this group is also scored at fixed angles 0, 15, ..., 345 degrees (every
   image turned by the same angle) into the second ledger ``benchmarks/results/angles.csv``;
   ``--angles`` does the same for the cells of any group.
@@ -50,7 +54,7 @@ Usage:
     python benchmarks/reproduce.py --only mnist --budget-minutes 300 --runs-dir /tmp/campaign
     python benchmarks/reproduce.py --only demo --dry-run      # list cells and estimates
     python benchmarks/reproduce.py --only mnist --kernel-stage 5-10-20-40   # one stage only
-    python benchmarks/reproduce.py --only invariance --runs-dir /tmp/campaign  # issue 12
+    python benchmarks/reproduce.py --only invariance --runs-dir /tmp/campaign
     python benchmarks/reproduce.py --only demo --epochs 1 --steps-per-epoch 2 --seeds 1 \\
         --ledger /tmp/ledger.csv --runs-dir /tmp/runs          # a tiny smoke run
 """
@@ -72,7 +76,8 @@ RECIPES = os.path.join(HERE, "recipes")
 LEDGER = os.path.join(HERE, "results", "reproduce.csv")
 SHARED = os.path.join(ROOT, "..", "shared", "datasets")
 ANGLES_LEDGER = os.path.join(HERE, "results", "angles.csv")
-GROUPS = ("mnist", "mnist_converged", "cifar10", "demo", "ablation", "invariance", "invariance_ablation")
+GROUPS = ("mnist", "mnist_converged", "mnist_recipe_check", "cifar10", "demo", "ablation",
+          "invariance", "invariance_ablation")
 
 # Campaign budgets (stated in the recipes and BENCHMARKS.md), chosen from measured epoch times
 # so the MNIST part fits about 5 hours and the CIFAR-10 part about 4 hours of this machine.
@@ -101,11 +106,12 @@ ANGLE_KEY = KEY + ("angle",)
 ANGLE_COLUMNS = ANGLE_KEY + ("top1", "top5", "dataset", "score_split", "finished_utc")
 # Seconds per epoch assumed when the ledger has no row of the same arm yet (conservative: the
 # slowest arm of each group measured on this machine while other jobs ran, plus a margin).
-DEFAULT_SECONDS_PER_EPOCH = {"mnist": 200.0, "cifar10": 200.0, "demo": 10.0, "ablation": 10.0,
-                             "invariance": 250.0, "invariance_ablation": 15.0}
+DEFAULT_SECONDS_PER_EPOCH = {"mnist": 200.0, "mnist_recipe_check": 100.0, "cifar10": 200.0,
+                             "demo": 10.0, "ablation": 10.0, "invariance": 250.0,
+                             "invariance_ablation": 15.0}
 # Evaluation, model building and saving around the epochs, per cell.
-OVERHEAD_SECONDS = {"mnist": 60.0, "cifar10": 60.0, "demo": 20.0, "ablation": 20.0,
-                    "invariance": 60.0, "invariance_ablation": 20.0}
+OVERHEAD_SECONDS = {"mnist": 60.0, "mnist_recipe_check": 60.0, "cifar10": 60.0, "demo": 20.0,
+                    "ablation": 20.0, "invariance": 60.0, "invariance_ablation": 20.0}
 # An invariant cell without a measurement of its own: the plain CBCN's epoch time times this.
 # Measured training steps (batch 128, interleaved, load average 5-6): invariant / plain LeNet
 # 5-10-20-40 at 28x28 1.5x, ResNet18 4-4-8-16 at 32x32 2.0x (its even maps are halved by a
@@ -195,6 +201,32 @@ def converged_cells(epochs=None, seeds=None):
             if seeds is None or seed < seeds for arm in ("cbcn", "xnor", "fp")]
 
 
+# The recipe check for the converged budget: every candidate applied to every Table 2 arm
+# alike (5-10-20-40, upright), scored on a validation split of 10,000 images carved from the
+# 60,000 training images (never the test split). "paper" is the paper's reading itself.
+RECIPE_CANDIDATES = {
+    "paper": (),
+    "cosine": ("lr_decay=cosine",),
+    "step": ("lr_milestones=[25, 40]", "lr_gamma=0.1"),
+    "adam_cosine": ("optimizer=adam", "lr=0.001", "lr_decay=cosine"),
+}
+RECIPE_CHECK_SPLIT = ("validation_fraction=0.16667", "eval_split=validation")
+
+
+def recipe_check_cells(epochs=None, seeds=None):
+    """The recipe check's cells (table ``table2_mnist_recipes``, arm ``ARM_CANDIDATE``), one
+    candidate after another in `RECIPE_CANDIDATES`' order, seed 0 unless ``seeds`` asks more."""
+    stage = (5, 10, 20, 40)
+    table2 = {cell.arm: cell for cell in mnist_cells(epochs or CONVERGED_EPOCHS)
+              if cell.kernel_stage == stage and cell.protocol == "upright" and cell.seed == 0}
+    return [dataclasses.replace(table2[arm], group="mnist_recipe_check",
+                                table="table2_mnist_recipes", arm=f"{arm}_{candidate}",
+                                overrides=table2[arm].overrides + RECIPE_CHECK_SPLIT + sets,
+                                seed=seed)
+            for seed in range(seeds or 1) for candidate, sets in RECIPE_CANDIDATES.items()
+            for arm in ("cbcn", "xnor", "fp")]
+
+
 def cifar_cells(epochs=CIFAR_EPOCHS, seeds=None, kernel_stage=CIFAR_KERNEL_STAGE):
     data_dir = f"data_dir={os.path.normpath(os.path.join(SHARED, 'cifar10'))}"
     schedule = f"lr_milestones=[{', '.join(map(str, _milestones(epochs)))}]"
@@ -262,37 +294,39 @@ def ablation_cells(epochs=None, seeds=None, *, group="ablation", table="ablation
     return _seed_major(cells)
 
 
-# Where the quarter-turn invariant CBCN loses upright accuracy (issue 12): the digits_demo
+# Where the quarter-turn invariant CBCN loses upright accuracy: the digits_demo
 # recipe on the validation split (as the slow-start ablations), the invariant CBCN with one
 # switch of `cbcn_tf.invariance.Invariance` set back at a time (that arm is then no longer
 # exactly invariant, except `pool_mean` and `binary_stem`), the ORAlign head (`pool_align`,
-# exact) instead of the orientation max-pool, and the plain CBCN.
+# exact) instead of the orientation max-pool, and the plain CBCN. The reference arm
+# (`invariant`) and the switched-back arms use the max-pool head, named explicitly
+# (`pool: max`) because `invariant=True` gives the ORAlign head.
 _INV = "model_kwargs.invariant="
 INVARIANCE_ABLATIONS = {
     "cbcn": ([], None),
-    "invariant": ([_INV + "true"], None),
-    "invariant_no_stem": ([_INV + "{stem: null}"], None),
-    "invariant_binary_stem": ([_INV + "{stem: binary}"], None),
-    "invariant_no_norm": ([_INV + "{norm: false}"], None),
-    "invariant_no_activation": ([_INV + "{activation: false}"], None),
-    "invariant_no_shortcut": ([_INV + "{shortcut: false}"], None),
-    "invariant_no_downsample": ([_INV + "{downsample: false}"], None),
+    "invariant": ([_INV + "{pool: max}"], None),
+    "invariant_no_stem": ([_INV + "{stem: null, pool: max}"], None),
+    "invariant_binary_stem": ([_INV + "{stem: binary, pool: max}"], None),
+    "invariant_no_norm": ([_INV + "{norm: false, pool: max}"], None),
+    "invariant_no_activation": ([_INV + "{activation: false, pool: max}"], None),
+    "invariant_no_shortcut": ([_INV + "{shortcut: false, pool: max}"], None),
+    "invariant_no_downsample": ([_INV + "{downsample: false, pool: max}"], None),
     "invariant_pool_mean": ([_INV + "{pool: mean}"], None),
     "invariant_no_pool": ([_INV + "{pool: null}"], None),
     "invariant_pool_align": ([_INV + "{pool: align}"], None),
 }
 
 
-# Invariance evidence (issue 12): table -> (the table whose upright cells are the plain arms,
+# Invariance evidence: table -> (the table whose upright cells are the plain arms,
 # those arms). The tables add the arms of `INVARIANT_ARMS`, each the plain CBCN cell of the same
-# seed with its one extra override: `cbcn_invariant` (`invariant=True`, the orientation max-pool
-# head the issue names) and `cbcn_invariant_align` (the ORAlign head, which the invariance
-# ablation found the better exact head on digits). Digits: the demo's setting (16x16, minutes);
+# seed with its one extra override: `cbcn_invariant` (`invariant={pool: max}`, the orientation
+# max-pool head) and `cbcn_invariant_align` (`invariant={pool: align}`, the ORAlign head that
+# `invariant=True` gives). Digits: the demo's setting (16x16, minutes);
 # MNIST: LeNet 5-10-20-40 as Table 2 (28x28); CIFAR-10: ResNet18 as Tables 3 / 4 (32x32).
 # Every fixed square input size is exactly quarter-turn invariant (docs/METHOD.md §12.2).
-INVARIANT_ARMS = {"cbcn_invariant": _INV + "true",
+INVARIANT_ARMS = {"cbcn_invariant": _INV + "{pool: max}",
                   "cbcn_invariant_align": _INV + "{pool: align}"}
-INVARIANT_ARM, INVARIANT_SET = next(iter(INVARIANT_ARMS.items()))  # the issue's default head
+INVARIANT_ARM, INVARIANT_SET = next(iter(INVARIANT_ARMS.items()))  # the max-pool head
 INVARIANCE_TABLES = {
     "invariance_digits": ("demo_digits", ("cbcn", "xnor", "float")),
     "invariance_mnist": ("table2_mnist", ("cbcn", "xnor", "fp")),
@@ -333,6 +367,7 @@ def all_cells(only=GROUPS, *, epochs=None, seeds=None, steps_per_epoch=None):
     makers = {
         "mnist": lambda: mnist_cells(epochs or MNIST_EPOCHS, seeds),
         "mnist_converged": lambda: converged_cells(epochs, seeds),
+        "mnist_recipe_check": lambda: recipe_check_cells(epochs, seeds),
         "cifar10": lambda: cifar_cells(epochs or CIFAR_EPOCHS, seeds),
         "demo": lambda: demo_cells(epochs, seeds),
         "ablation": lambda: ablation_cells(epochs, seeds),
@@ -682,6 +717,45 @@ def rescore(cells, rows, args) -> int:
     return 1 if missing else 0
 
 
+def _check_args(parser, args) -> None:
+    """``parser.error`` (exit 2) for a count or budget that would be ignored or cannot work."""
+    if not 0 < args.angle_step <= 360:
+        parser.error(f"--angle-step must be in 1..360 degrees, got {args.angle_step}.")
+    for option, value in (("--epochs", args.epochs), ("--seeds", args.seeds),
+                          ("--steps-per-epoch", args.steps_per_epoch)):
+        if value is not None and value < 1:
+            parser.error(f"{option} must be a positive integer, got {value}.")
+    budget = args.budget_minutes
+    if budget is not None and not 0 < budget < float("inf"):
+        parser.error(f"--budget-minutes must be a positive number of minutes, got {budget:g}.")
+
+
+def _selected_cells(parser, cells, args, only) -> list:
+    """The cells ``--arms`` / ``--tables`` / ``--kernel-stage`` keep. A name that no cell of
+    the selected groups has is a ``parser.error`` (exit 2) listing the names they have."""
+    filters = (
+        ("--arms", "arms", args.arms, lambda cell: {cell.arm}),
+        ("--tables", "tables", args.tables,
+         lambda cell: {cell.table, cell.sweep} - {None, "", "*"}),
+        ("--kernel-stage", "kernel stages", args.kernel_stage,
+         lambda cell: {"-".join(map(str, cell.kernel_stage))}),
+    )
+    selected = cells
+    for option, what, text, names in filters:
+        if text is None:
+            continue
+        wanted = {name.strip() for name in text.split(",") if name.strip()}
+        have = set().union(*map(names, selected))
+        unknown = ", ".join(sorted(wanted - have))
+        if unknown or not wanted:
+            parser.error(f"{option} {text!r}: no cell of the selected groups ({', '.join(only)}) "
+                         f"has {unknown or 'an empty name'}; their {what}: "
+                         f"{', '.join(sorted(have))}. Choose from those, or select other groups "
+                         "with --only.")
+        cells = [cell for cell in cells if names(cell) & wanted]
+    return cells
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -718,8 +792,7 @@ def main(argv=None) -> int:
                              "--runs-dir, without retraining; then stop")
     parser.add_argument("--verbose", type=int, default=2, help="Keras verbosity")
     args = parser.parse_args(argv)
-    if not 0 < args.angle_step <= 360:
-        parser.error(f"--angle-step must be in 1..360 degrees, got {args.angle_step}.")
+    _check_args(parser, args)
     angles = sweep_angles(args.angle_step)
 
     import cbcn_tf  # noqa: F401  (Keras 2 before anything touches tf.keras)
@@ -729,15 +802,7 @@ def main(argv=None) -> int:
                       steps_per_epoch=args.steps_per_epoch)
     if args.angles:
         cells = [dataclasses.replace(cell, sweep=cell.sweep or "*") for cell in cells]
-    if args.arms:
-        keep = set(args.arms.split(","))
-        cells = [cell for cell in cells if cell.arm in keep]
-    if args.tables:
-        keep = set(args.tables.split(","))
-        cells = [cell for cell in cells if cell.table in keep or cell.sweep in keep]
-    if args.kernel_stage:
-        cells = [cell for cell in cells
-                 if "-".join(map(str, cell.kernel_stage)) == args.kernel_stage]
+    cells = _selected_cells(parser, cells, args, only)
     rows = read_ledger(args.ledger)
     if args.rescore:
         return rescore(cells, rows, args)

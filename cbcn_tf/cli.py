@@ -15,6 +15,7 @@ Examples (shell)::
     cbcn summary cbcn_resnet18 --dataset digits --set kernel_stage=[4,4,8,16]
     cbcn convert runs/c10 runs/c10/model.tflite
     cbcn benchmark runs/c10/model.tflite
+    cbcn predict runs/c10 photos/ --top-k 3
     cbcn demo --output /tmp/demo
 
 In Python, ``cbcn_tf.cli.main(["list-models"])`` runs the same and returns the exit code.
@@ -33,10 +34,11 @@ import typing
 
 import cbcn_tf  # noqa: F401  (selects Keras 2 before anything touches tf.keras)
 from cbcn_tf import config as config_lib
-from cbcn_tf.errors import CbcnError, OutputError
+from cbcn_tf.errors import CbcnError, ConfigError, OutputError
 
 EXIT_USAGE = 2
-# Config keys with a flag of their own in `cbcn train` (applied after --set).
+# Config keys with a flag of their own in `cbcn train` (a key given both as a flag and with
+# --set is refused: one of the two values would be dropped without a word).
 _TRAIN_FLAGS = ("seed", "deterministic", "distribute", "batch_size", "lr_scaling")
 
 
@@ -80,12 +82,39 @@ def _train_config(args) -> config_lib.TrainConfig:
     """The recipe, then the ``--set`` values, then the typed flags given."""
     config = config_lib.load_config(args.config, args.set)
     flags = {key: getattr(args, key) for key in _TRAIN_FLAGS if getattr(args, key) is not None}
-    return dataclasses.replace(config, **flags)
+    for item in args.set:
+        key = item.partition("=")[0].strip()
+        if key in flags:
+            flag = "--" + key.replace("_", "-")
+            given = flag if flags[key] is True else f"{flag} {flags[key]}"
+            raise ConfigError(f"{given} and --set {item.strip()} both set {key}; give only one "
+                              "of them.")
+    config = dataclasses.replace(config, **flags)
+    _warn_single_worker(config)
+    return config
+
+
+def _warn_single_worker(config) -> None:
+    """Say, once and in one line, that multi_worker without TF_CONFIG is one local worker."""
+    if config.distribute != "multi_worker" or os.environ.get("TF_CONFIG"):
+        return
+    import warnings
+
+    from cbcn_tf.training.distribute import SINGLE_WORKER_WARNING, SingleWorkerWarning
+
+    print(f"cbcn: warning: {SINGLE_WORKER_WARNING}", file=sys.stderr)
+    warnings.filterwarnings("ignore", category=SingleWorkerWarning)  # said above
+
+
+def _check_positive(option: str, value: int) -> None:
+    if value < 1:
+        raise ConfigError(f"{option} must be a positive integer, got {value}; e.g. {option} 64.")
 
 
 def _evaluate(args) -> None:
     from cbcn_tf import training
 
+    _check_positive("--batch-size", args.batch_size)
     # first: it names a missing run folder or file
     model = training.load_model(args.run, trusted=args.trust_model)
     options = training.run_eval_options(args.run, dataset=args.dataset, split=args.split,
@@ -170,8 +199,9 @@ def _convert(args) -> None:
 
 def _benchmark(args) -> None:
     from cbcn_tf.converters import benchmark_tflite
-    from cbcn_tf.converters.benchmark import read_tflite
+    from cbcn_tf.converters.benchmark import check_settings, read_tflite
 
+    check_settings(runs=args.runs, warmup=args.warmup, threads=args.threads)
     for path in filter(None, (args.model, args.baseline)):
         read_tflite(path)  # a missing, truncated or non-TFLite file fails here, naming it
     report = benchmark_tflite(args.model, runs=args.runs, warmup=args.warmup,
@@ -180,10 +210,32 @@ def _benchmark(args) -> None:
     print(report.to_markdown())
 
 
+def _predict(args) -> None:
+    import json
+
+    from cbcn_tf.predict import predict
+
+    results = predict(args.model, args.images, top_k=args.top_k, dataset=args.dataset,
+                      data_dir=args.data_dir, trusted=args.trust_model)
+    if args.json:
+        print(json.dumps([result.as_dict() for result in results], indent=2))
+    else:
+        print("\n".join(result.line() for result in results))
+
+
 def _list_models(args) -> None:
-    from cbcn_tf.models import list_models
+    from cbcn_tf.models import list_models, list_pretrained
 
     print("\n".join(list_models()))
+    rows = list_pretrained()
+    if rows:
+        print("\nPackaged weights (NAME:WEIGHTS for evaluate / convert / predict; Python: "
+              "create_model(..., weights=WEIGHTS)):")
+        print(f"{'NAME:WEIGHTS':<26}{'data':<12}{'error %':>8}{'seed':>6}{'epochs':>8}  recipe")
+        for row in rows:
+            data = row["dataset"] + ("-rot" if row["rotate"] else "")
+            print(f"{row['spec']:<26}{data:<12}{row['test_error']:>8.2f}{row['seed']:>6}"
+                  f"{row['epochs']:>8}  {row['recipe']}")
 
 
 def _list_datasets(args) -> None:
@@ -280,6 +332,21 @@ def _parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--runs", type=int, default=50)
     benchmark.add_argument("--warmup", type=int, default=5)
     benchmark.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+
+    predict = command("predict", _predict,
+                      "Top-k classes of image files, prepared as the model's training images.")
+    predict.add_argument("model", metavar="MODEL", help="run folder, model .h5, LCE / TFLite "
+                         ".tflite, or NAME:WEIGHTS (packaged weights, cbcn list-models)")
+    predict.add_argument("images", metavar="IMAGE", nargs="+",
+                         help="PNG / JPEG file or folder (its .png / .jpg / .jpeg files, sorted)")
+    predict.add_argument("--dataset", help="the dataset the model was trained on (default: its "
+                         "run's config.yaml; needed for a .h5 / .tflite outside a run folder)")
+    predict.add_argument("--data-dir", help="dataset folder (image_folder: its class names)")
+    predict.add_argument("--top-k", type=int, default=5, metavar="K",
+                         help="classes per image (default 5)")
+    predict.add_argument("--json", action="store_true",
+                         help="a JSON list of {path, top: [{label, name, probability}]}")
+    _add_trust(predict)
 
     command("list-models", _list_models, "Names accepted by --config's model key and summary.")
     command("list-datasets", _list_datasets, "Names accepted by the dataset key.")

@@ -29,13 +29,18 @@ import yaml
 
 from cbcn_tf import errors
 from cbcn_tf.files import atomic_write
+from cbcn_tf.strict_yaml import DuplicateKeyError, load_yaml
 
 CONFIG_FILE = "config.yaml"
+# Upper bound of ``epochs`` (and of ``center_loss_epochs``): 500 times the longest shipped
+# schedule (200), and far inside the int64 epoch counters and seeds of the input pipeline.
+MAX_EPOCHS = 100_000
 
 # The choices of the config keys that have a fixed set of values. The CLI's flags and the code
 # acting on them take their choices from here.
 Optimizer = Literal["sgd", "adam"]
 LrScaling = Literal["none", "linear"]
+LrDecay = Literal["step", "cosine"]
 WeightDecayScope = Literal["all", "kernels", "float_kernels"]
 Distribute = Literal["none", "mirrored", "multi_worker"]
 
@@ -68,7 +73,9 @@ class TrainConfig:
     eval_split: str = "test"
     validation_fraction: Optional[float] = None
     rotate_train: bool = False  # rotated-train protocol (the paper's MNIST-rot / CIFAR10-rot)
-    # Schedule: lr * lr_gamma ** (number of milestones <= epoch), epochs counted from 0.
+    # Schedule (lr_decay "step"): lr * lr_gamma ** (number of milestones <= epoch), epochs
+    # counted from 0; "cosine": lr * (1 + cos(pi * epoch / epochs)) / 2, milestones unused.
+    lr_decay: LrDecay = "step"
     epochs: int = 200
     steps_per_epoch: Optional[int] = None  # None: one pass over the training split
     # GLOBAL batch size: split evenly across all replicas of all workers.
@@ -168,6 +175,11 @@ def check_values(config: TrainConfig) -> None:
         value = getattr(config, key)
         if value is not None and value < 1:
             raise ConfigError(f"config key {key!r} must be a positive integer, got {value}.")
+    for key in ("epochs", "center_loss_epochs"):
+        if getattr(config, key) > MAX_EPOCHS:
+            raise ConfigError(f"config key {key!r} is {getattr(config, key)}, above the limit "
+                              f"of {MAX_EPOCHS} epochs; use at most {MAX_EPOCHS} (the shipped "
+                              "recipes train 16 to 200).")
     if config.precise_bn_batches < 0:
         raise ConfigError("config key 'precise_bn_batches' must be 0 (off) or a positive number "
                           f"of batches, got {config.precise_bn_batches}.")
@@ -177,6 +189,10 @@ def check_values(config: TrainConfig) -> None:
             "e.g. --set base_batch_size=256.")
     if not config.lr > 0:
         raise ConfigError(f"config key 'lr' must be positive, got {config.lr}.")
+    if config.dataset == "digits" and config.data_dir is not None:
+        raise ConfigError(
+            f"config key 'data_dir' ({config.data_dir}) has no use with dataset 'digits', which "
+            "ships inside scikit-learn; remove data_dir from the recipe (or --set data_dir=).")
 
 
 def apply_overrides(config: TrainConfig, overrides) -> TrainConfig:
@@ -206,7 +222,10 @@ def parse_assignments(items) -> list:
         if not sep or not key:
             raise ConfigError(f"override {item!r} is not key=value, e.g. --set epochs=10.")
         try:
-            value = yaml.safe_load(text) if text.strip() else None
+            value = load_yaml(text) if text.strip() else None
+        except DuplicateKeyError as exc:
+            raise ConfigError(f"override {item!r} gives the key {exc.key!r} twice; give it "
+                              "once.") from None
         except yaml.YAMLError as exc:
             raise ConfigError(
                 f"override {item!r}: value is not valid YAML ({exc.problem}).") from None
@@ -229,10 +248,14 @@ def read_config(path) -> TrainConfig:
     """Read a config written by `save_config` (e.g. ``RUN/config.yaml``)."""
     try:
         with open(path, encoding="utf-8") as handle:
-            values = yaml.safe_load(handle) or {}
+            values = load_yaml(handle.read())
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"{path} is not a valid config file ({type(exc).__name__}); restore "
-                          "it or delete the run folder.") from None
+        problem = ("it " + exc.describe() if isinstance(exc, DuplicateKeyError)
+                   else type(exc).__name__)
+        raise ConfigError(f"{path} is not a valid config file ({problem}); restore it or "
+                          "delete the run folder.") from None
+    if values is None:
+        raise ConfigError(f"{path} is empty; restore it or delete the run folder.")
     return from_dict(values, source=str(path))
 
 
@@ -269,13 +292,21 @@ def _read_recipe(recipe) -> dict:
             )
         text = resources.files("cbcn_tf").joinpath("recipes", f"{name}.yaml").read_text("utf-8")
     try:
-        return yaml.safe_load(text) or {}
+        values = load_yaml(text)
+    except DuplicateKeyError as exc:
+        raise ConfigError(f"recipe {path!r} {exc.describe()}; keep one of them.") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise ConfigError(f"recipe {path!r} is not valid YAML ({problem}{where}); fix the "
                           "file.") from None
+    if values is None:
+        raise ConfigError(
+            f"recipe {path!r} is empty: it sets no key, so every default would apply (a "
+            "CIFAR-10 run that downloads the data). Write the keys to set, e.g. `dataset: "
+            f"digits`, or pass a shipped recipe: {', '.join(list_recipes())}.")
+    return values
 
 
 def _check(key: str, value, source: str):

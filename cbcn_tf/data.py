@@ -30,6 +30,7 @@ import tensorflow as tf
 
 from cbcn_tf import image_folders, mnist_idx
 from cbcn_tf.augment import make_prepare, rotate_images
+from cbcn_tf.epochs import stream_epochs
 from cbcn_tf.errors import DataError
 from cbcn_tf.mnist_idx import read_idx
 
@@ -146,10 +147,13 @@ def load_dataset(
       scikit-learn, so this works offline and fast (tests, smoke runs). Pixels 0..16 are scaled
       to [0, 1] and bilinearly resized to 16x16x1, so a ResNet with three stride-2 stages still
       ends on a 2x2 map. ``"train"`` is the first 80% (1,437) of a fixed permutation (seed 0)
-      and ``"test"`` the remaining 360.
-    * ``"mnist"`` with ``data_dir`` holding the four original IDX files
-      (``train-images-idx3-ubyte.gz`` ...; e.g. ``../shared/datasets/mnist``): read offline
-      with NumPy, each file's md5 checked against the published one.
+      and ``"test"`` the remaining 360. There is no folder to read, so a ``data_dir`` is
+      refused (`DataError`).
+    * ``"mnist"`` with ``data_dir`` holding the four original IDX files, gzipped as published
+      (``train-images-idx3-ubyte.gz`` ...; e.g. ``../shared/datasets/mnist``) or gunzipped
+      (``train-images-idx3-ubyte``): read offline with NumPy, each file's md5 checked against
+      the published one of its form. A ``data_dir`` holding any IDX-like file is read this
+      way, so a missing file is an error naming it, never a TFDS download.
     * ``"mnist"`` (other ``data_dir``), ``"cifar10"``, ``"cifar100"``: the TFDS builder in
       ``data_dir`` (TFDS's default folder when None), prepared on first use from the original
       files in ``<data_dir>/downloads/manual`` if they are there (e.g. MNIST's four
@@ -183,7 +187,9 @@ def load_dataset(
     about 150 MB), so later epochs skip JPEG decoding.
 
     ``epochs=(start, stop)`` (with ``training=True``) returns the epochs ``start .. stop - 1``
-    back to back, each shuffled and augmented as a pure function of ``(seed, epoch)``: a
+    back to back, streamed (each epoch's pipeline is made when the one before it ends, so any
+    number of epochs starts at once), each shuffled and augmented as a pure function of
+    ``(seed, epoch)`` (and TF's global seed, as every tf.data shuffle; `train` sets it): a
     training run resumed at epoch ``start`` in a new process sees exactly the batches an
     uninterrupted run sees (the default ``reshuffle_each_iteration`` order depends on how often
     the pipeline was iterated in this process). ``steps_per_epoch`` then takes that many
@@ -205,30 +211,9 @@ def load_dataset(
         ds = ds.cache()
     prepare = make_prepare(info, training=training, rotate=rotate, seed=seed, angle=angle)
     if training and epochs is not None:
-        source = ds
-
-        def one_epoch(epoch):
-            # Seeds are pure functions of (seed, epoch): no state carried between epochs.
-            epoch_seed = (int(seed) * 1_000_003 + int(epoch)) % (2**63 - 1)
-            shuffled = source.shuffle(shuffle_buffer, seed=epoch_seed,
-                                      reshuffle_each_iteration=False)
-            batches = shuffled.map(
-                lambda index, example: prepare(
-                    index, example, aug_seed=tf.stack([tf.constant(epoch_seed, tf.int64), index])),
-                num_parallel_calls=tf.data.AUTOTUNE,
-            ).batch(batch_size, drop_remainder=drop_remainder)
-            if steps_per_epoch:
-                batches = batches.repeat().take(steps_per_epoch)
-            return batches
-
-        # One small pipeline per epoch, concatenated as a balanced tree (shallow nesting).
-        parts = [one_epoch(epoch) for epoch in range(*epochs)]
-        if not parts:
-            raise DataError(f"epochs={tuple(epochs)} is an empty range of epochs.")
-        while len(parts) > 1:
-            parts = [a.concatenate(b) for a, b in zip(parts[::2], parts[1::2])] + (
-                [parts[-1]] if len(parts) % 2 else [])
-        return parts[0].prefetch(tf.data.AUTOTUNE)
+        return stream_epochs(ds, prepare, epochs, seed=seed, shuffle_buffer=shuffle_buffer,
+                             batch_size=batch_size, drop_remainder=drop_remainder,
+                             steps_per_epoch=steps_per_epoch)
     if training:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
         randoms = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
@@ -290,6 +275,10 @@ def _indexed_split(info, split, data_dir, validation_fraction):
 
 def _load_source(info, split, data_dir):
     if info.name == "digits":
+        if data_dir is not None:
+            raise DataError(f"data_dir {data_dir} has no use with dataset 'digits', which ships "
+                            "inside scikit-learn; remove data_dir (--set data_dir= or drop "
+                            "--data-dir).")
         images, labels = _digits_splits()[split]
         return tf.data.Dataset.from_tensor_slices((images, labels))
     if info.name == "mnist" and data_dir is not None and mnist_idx.has_idx_files(data_dir):
@@ -335,13 +324,22 @@ def _prepared_tfds_builder(tfds, name, data_dir):
     return builder
 
 
+# scikit-learn's digit scans are 8x8; the "digits" dataset serves them at 16x16.
+DIGITS_SCAN_SIZE = (8, 8)
+
+
+def digits_from_scans(scans) -> np.ndarray:
+    """8x8 digit scans, float (N, 8, 8, 1) in [0, 1], as the "digits" dataset's 16x16 images
+    (bilinear resize; `cbcn_tf.predict` applies it to 8x8 image files too)."""
+    return tf.image.resize(scans, DATASETS["digits"].input_shape[:2], method="bilinear").numpy()
+
+
 @functools.lru_cache(maxsize=1)
 def _digits_splits():
     from sklearn.datasets import load_digits
 
     digits = load_digits()
-    images = digits.images.astype(np.float32)[..., None] / 16.0
-    images = tf.image.resize(images, (16, 16), method="bilinear").numpy()
+    images = digits_from_scans(digits.images.astype(np.float32)[..., None] / 16.0)
     labels = digits.target.astype(np.int64)
     order = np.random.default_rng(0).permutation(len(images))
     n_train = int(0.8 * len(images))

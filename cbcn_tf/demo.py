@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 import time
 
 import numpy as np
@@ -32,7 +33,7 @@ import numpy as np
 from cbcn_tf import config as config_lib
 from cbcn_tf import data as data_lib
 from cbcn_tf import files, plots, training
-from cbcn_tf.errors import ConfigError
+from cbcn_tf.errors import ConfigError, OutputError
 from cbcn_tf.summary import summary as cbcn_summary
 
 RECIPE = "digits_demo"
@@ -71,7 +72,7 @@ def run_demo(output_dir: str = "demo_output", *, epochs: int | None = None, expo
         raise ConfigError(f"--output {output_dir} is a file; choose a folder.")
     for folder, _, _ in ARMS:
         _check_previous_run(os.path.join(output_dir, folder), configs[folder])
-    os.makedirs(output_dir, exist_ok=True)
+    _make_output_folder(output_dir)
     rows, histories, models = [], {}, {}
     for folder, label, overrides in ARMS:
         run_dir = os.path.join(output_dir, folder)
@@ -189,6 +190,26 @@ def _check_previous_run(run_dir, config):
     if saved is None or (saved.model, saved.dataset) != (config.model, config.dataset):
         raise ConfigError(f"{run_dir} exists but is not a demo run; choose another --output "
                           "(the demo replaces only its own earlier runs).")
+
+
+def _make_output_folder(output_dir):
+    """Create ``output_dir`` and check that a file can be created in it, before any arm trains;
+    a read-only or full disk is one `OutputError`, and the folders this call created are
+    removed again."""
+    top = os.path.abspath(output_dir)
+    while not os.path.exists(os.path.dirname(top)) and os.path.dirname(top) != top:
+        top = os.path.dirname(top)
+    created = not os.path.exists(top)
+    try:
+        os.makedirs(output_dir, exist_ok=True)
+        handle, probe = tempfile.mkstemp(prefix=".cbcn-demo-", suffix=".tmp", dir=output_dir)
+        os.close(handle)
+        os.remove(probe)
+    except OSError as exc:
+        if created:
+            shutil.rmtree(top, ignore_errors=True)
+        raise OutputError(exc.errno, f"Cannot write the demo into {output_dir}: "
+                          f"{files.os_error_hint(exc)}") from None
 
 
 def _remove_previous_run(run_dir):

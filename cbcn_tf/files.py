@@ -1,4 +1,5 @@
-"""Atomic file writes: a temp file in the destination folder, then ``os.replace``.
+"""Atomic file writes (a temp file in the destination folder, then ``os.replace``) and
+exclusive lock files.
 
 An interrupted or failed write never leaves a file at the destination that later loads as
 valid: the destination is either absent, its previous complete version, or the new one.
@@ -11,6 +12,11 @@ import os
 import tempfile
 
 from cbcn_tf.errors import OutputError
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; `FileLock` then locks nothing
+    fcntl = None
 
 
 def write_text(path, text: str) -> None:
@@ -108,3 +114,83 @@ def os_error_hint(exc: OSError) -> str:
         return (f"{reason} (the output folder is not writable). Choose a writable output "
                 "folder or fix its permissions.")
     return f"{reason}."
+
+
+class FileLock:
+    """An exclusive advisory lock (``flock``) on the file ``path``, which holds the owner's pid.
+
+    `acquire` creates the file (never through a symlink: ``O_NOFOLLOW``) and takes the lock
+    without waiting; it returns False if another process holds it (`holder` then reads that
+    process' pid). The operating system drops the lock when its process ends, however it
+    ends, so a killed owner never leaves a stale lock, only the file. `release` deletes the
+    file, then unlocks; `acquire` checks after locking that the file it locked is still the
+    one at ``path``, so a process that opened the file just before its owner deleted it
+    cannot take a lock nobody else sees. Without ``fcntl`` (Windows) nothing is locked.
+
+    Example:
+        >>> import tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), ".lock")
+        >>> lock = FileLock(path)
+        >>> lock.acquire(), FileLock(path).acquire()
+        (True, False)
+        >>> lock.release(); os.path.exists(path)
+        False
+    """
+
+    def __init__(self, path):
+        self.path = os.fspath(path)
+        self.fd = None
+
+    def acquire(self) -> bool:
+        """Take the lock and write this pid into the file; False if another process has it.
+
+        Raises OSError if the file cannot be opened (``ELOOP``: ``path`` is a symlink).
+        """
+        if fcntl is None:
+            return True
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC,
+                         0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                return False
+            try:
+                current = os.lstat(self.path)
+            except FileNotFoundError:
+                current = None
+            if current is not None and os.path.samestat(os.fstat(fd), current):
+                break
+            os.close(fd)  # its owner deleted it in between: lock the new file instead
+        self.fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+        except OSError:
+            pass  # the pid only names the owner to others; a full disk must not stop the lock
+        return True
+
+    def holder(self) -> str:
+        """The pid written by the process holding the lock ("" if not known)."""
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            return ""
+        try:
+            text = os.read(fd, 32).decode("ascii", "replace").strip()
+        finally:
+            os.close(fd)
+        return text if text.isdigit() else ""
+
+    def release(self) -> None:
+        """Delete the lock file and unlock (no-op if not held)."""
+        if self.fd is None:
+            return
+        try:
+            if os.path.samestat(os.fstat(self.fd), os.lstat(self.path)):
+                os.remove(self.path)  # not a file another process made after ours was deleted
+        except OSError:
+            pass
+        os.close(self.fd)
+        self.fd = None

@@ -106,11 +106,12 @@ def _read(model) -> bytes:
     return read_tflite(model)
 
 
-def read_tflite(path) -> bytes:
+def read_tflite(path, *, purpose: str = "benchmark", error=None) -> bytes:
     """The bytes of the .tflite file at ``path``, checked with TFLite's flatbuffer verifier.
 
     A missing, truncated, damaged or non-TFLite file raises a `cbcn_tf.errors.CbcnError`
-    naming it (never a parser error deep inside the benchmark).
+    naming it (never a parser error deep inside the benchmark): ``error`` (default
+    `ExportError`) saying "Cannot ``purpose`` PATH".
     """
     import warnings
 
@@ -134,8 +135,8 @@ def read_tflite(path) -> bytes:
         except ValueError as exc:
             problem = f"it is truncated or damaged ({' '.join(str(exc).split())})"
     if problem:
-        raise ExportError(f"Cannot benchmark {path}: {problem}. Export it again with "
-                          "`cbcn convert RUN FILE.tflite`.")
+        raise (error or ExportError)(f"Cannot {purpose} {path}: {problem}. Export it again "
+                                     "with `cbcn convert RUN FILE.tflite`.")
     return data
 
 
@@ -169,6 +170,33 @@ def _configurations(name: str, flatbuffer: bytes, threads, kernels, seed: int) -
             for n in threads]
 
 
+def check_settings(*, runs: int = 50, warmup: int = 5, threads=(1, 2),
+                   kernels=KERNELS) -> None:
+    """Raise `ExportError` for benchmark settings that cannot be measured as stated.
+
+    A thread count must be 1 or more: TFLite runs 0 threads as 1 and -1 as a number of its own
+    choosing, so the report's thread column would not say what ran.
+
+    Example:
+        >>> check_settings(threads=(0,))
+        Traceback (most recent call last):
+        ...
+        cbcn_tf.errors.ExportError: threads (--threads) must be 1 or more, got 0: TFLite runs 0 as 1 thread and -1 as a number of its own choosing; e.g. --threads 1 2.
+    """
+    unknown = set(kernels) - set(KERNELS)
+    if unknown:
+        raise ExportError(f"Unknown kernels {sorted(unknown)}; use a subset of {KERNELS}.")
+    if runs < 1 or warmup < 0:
+        raise ExportError(f"runs must be 1 or more and warmup 0 or more (--runs N --warmup M), "
+                          f"got runs={runs}, warmup={warmup}.")
+    bad = [n for n in threads if isinstance(n, bool) or not isinstance(n, (int, np.integer))
+           or n < 1]
+    if bad or not threads:
+        got = ", ".join(map(str, bad)) if bad else "none"
+        raise ExportError(f"threads (--threads) must be 1 or more, got {got}: TFLite runs 0 as "
+                          "1 thread and -1 as a number of its own choosing; e.g. --threads 1 2.")
+
+
 def benchmark_tflite(model, *, runs: int = 50, warmup: int = 5, threads=(1, 2),
                      kernels=KERNELS, baseline=None, name: str = "model",
                      baseline_name: str = "float twin", seed: int = 0) -> BenchmarkReport:
@@ -184,11 +212,7 @@ def benchmark_tflite(model, *, runs: int = 50, warmup: int = 5, threads=(1, 2),
         ...                           runs=30)  # doctest: +SKIP
         >>> report.best("model").median_ms / report.best("float twin").median_ms  # doctest: +SKIP
     """
-    unknown = set(kernels) - set(KERNELS)
-    if unknown:
-        raise ExportError(f"Unknown kernels {sorted(unknown)}; use a subset of {KERNELS}.")
-    if runs < 1 or warmup < 0:
-        raise ExportError(f"Need runs >= 1 and warmup >= 0, got runs={runs}, warmup={warmup}.")
+    check_settings(runs=runs, warmup=warmup, threads=threads, kernels=kernels)
     configs = _configurations(name, _read(model), threads, kernels, seed)
     if baseline is not None:
         configs += _configurations(baseline_name, _read(baseline), threads, kernels, seed)

@@ -16,6 +16,7 @@ Example:
 from cbcn_tf.models import blocks, lenet, resnet, wrn  # noqa: F401  (modules register models)
 from cbcn_tf.models.cbcnify import cbcnify
 from cbcn_tf.models.lenet import cbcn_lenet, xnor_lenet
+from cbcn_tf.models.pretrained import list_pretrained
 from cbcn_tf.models.registry import (create_model, list_models, load_weights,
                                      model_min_input_size, register_model)
 from cbcn_tf.models.resnet import (cbcn_resnet18, cbcn_resnet18_imagenet, xnor_resnet18,
@@ -24,6 +25,7 @@ from cbcn_tf.models.wrn import cbcn_wrn22, cbcn_wrn40
 
 __all__ = [
     "cbcn_lenet", "cbcn_resnet18", "cbcn_resnet18_imagenet", "cbcn_wrn22", "cbcn_wrn40",
-    "cbcnify", "create_model", "list_models", "load_weights", "model_min_input_size",
-    "register_model", "xnor_lenet", "xnor_resnet18", "xnor_resnet18_doubled",
+    "cbcnify", "create_model", "list_models", "list_pretrained", "load_weights",
+    "model_min_input_size", "register_model", "xnor_lenet", "xnor_resnet18",
+    "xnor_resnet18_doubled",
 ]

@@ -108,6 +108,9 @@ def model_min_input_size(name: str) -> int | None:
 def load_weights(model: tf.keras.Model, path: str | os.PathLike | None) -> tf.keras.Model:
     """Load a ``model.save_weights`` file (HDF5 or TF checkpoint) into ``model``, or do nothing.
 
+    ``path`` may also name weights packaged with cbcn_tf (``"mnist"``: see
+    `cbcn_tf.models.pretrained`), found by ``model.name`` and checked by sha256.
+
     Raises ValueError naming the file when it was saved from another architecture, instead of
     Keras' layer-count / shape messages or a checkpoint that silently restores only a part.
 
@@ -120,6 +123,10 @@ def load_weights(model: tf.keras.Model, path: str | os.PathLike | None) -> tf.ke
     """
     if path is None:
         return model
+    from cbcn_tf.models import pretrained
+
+    if pretrained.is_weights_name(path):  # packaged weights, e.g. weights="mnist"
+        path = pretrained.find(model.name, path).path()
     path = os.fspath(path)
     if not (os.path.exists(path) or os.path.exists(path + ".index")):
         raise FileNotFoundError(f"Weights file {path!r} does not exist.")

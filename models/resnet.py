@@ -142,7 +142,8 @@ CBCN ResNet18 for CIFAR (METHOD §6.2): 16 blocks ``PReLU(CBConv(BN(x)) + shortc
         invariant: True (or a dict of ``cbcn_tf.invariance.Invariance`` switches) gives the
             variant invariant to quarter turns (K = 4) of any fixed square input size: lifting
             stem, orientation-shared BN / PReLU, circulant shortcuts, symmetric downsampling,
-            orientation max-pooling head (docs/METHOD.md §12). CBCN models only.
+            ORAlign head (``{"pool": "max"}``: orientation max-pooling instead; docs/METHOD.md
+            §12). CBCN models only.
         scale / kernel_initializer: of the CBConv2D layers (see ``CBConv2D``; None: its
             default He normal on W's fan-in, the released code's). CBCN models only.
         bn: "before" (``CBConv(BN(x))``, released code) or "after" (``BN(CBConv(x))``).

@@ -112,17 +112,17 @@ def test_resume_refuses_another_models_run(tiny_run, train_cli, error_line):
     assert "its model is 'cbcn_lenet' but this run asks for 'cbcn_resnet18'" in error_line()
 
 
-def test_typed_flags_are_config_keys_and_win_over_set():
+def test_typed_flags_are_config_keys():
     def config(*args):
         return cli._train_config(cli._parser().parse_args(
             ["train", "--config", "digits_demo", "--output", "x", *args]))
 
     assert config() == config_lib.load_config("digits_demo")
-    flagged = config("--set", "seed=1", "--set", "batch_size=8", "--seed", "5",
+    flagged = config("--set", "epochs=3", "--seed", "5",
                      "--deterministic", "--batch-size", "64", "--distribute", "mirrored",
                      "--lr-scaling", "linear")
-    assert (flagged.seed, flagged.deterministic, flagged.batch_size, flagged.distribute,
-            flagged.lr_scaling) == (5, True, 64, "mirrored", "linear")
+    assert (flagged.epochs, flagged.seed, flagged.deterministic, flagged.batch_size,
+            flagged.distribute, flagged.lr_scaling) == (3, 5, True, 64, "mirrored", "linear")
     with pytest.raises(SystemExit):  # argparse: not one of the config's choices
         config("--distribute", "tpu")
 

@@ -357,3 +357,10 @@ def test_real_mnist_validation_split_and_rotation():
                                          batch_size=1000).take(1))
     np.testing.assert_array_equal(rot_a, rot_b)
     assert not np.allclose(rot_a, val_images[:1000])
+
+
+def test_digits_refuse_a_data_dir(tmp_path):
+    """The digits ship inside scikit-learn: a data_dir would be ignored, so it is refused."""
+    with pytest.raises(ValueError, match="data_dir .* has no use with dataset 'digits'"):
+        data.load_dataset("digits", "test", data_dir=str(tmp_path))
+    assert len(list(data.load_dataset("digits", "test", batch_size=400))[0][1]) == 360

@@ -11,7 +11,8 @@ size-reducing changes:
   The ImageNet recipe's net is built at a quarter of its widths (``kernel_stage``).
 * ``cbcn benchmark``: ``--runs 2 --warmup 1 --threads 1``; ``cbcn demo``: ``--epochs 1``
   (into a folder holding an earlier demo run and a user's notes: the notes must survive, and
-  the LCE export must hold one LceBconv2d per binary conv);
+  the LCE export must hold one LceBconv2d per binary conv); ``cbcn predict``: the user's
+  images it names are written first, from the local CIFAR-10 copy;
 * absolute output folders (``/shared/runs/...``) go under the scratch folder, a cluster's
   ``TF_CONFIG`` becomes a one-worker cluster on localhost, and a recipe file the text names
   as the user's own (``my_recipe.yaml``) is written as a small copy of ``digits_demo``.
@@ -31,6 +32,7 @@ import time
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -98,6 +100,24 @@ def _free_port():
         return sock.getsockname()[1]
 
 
+def _user_images(words, scratch, local_cifar):
+    """The user's images a `cbcn predict` line names (``NAME.png`` / ``.jpg``, or a folder
+    ``NAME/``), written from the local CIFAR-10 copy's test images."""
+    test = os.path.join(local_cifar, "test")
+    sources = sorted(os.path.join(test, cls, name) for cls in sorted(os.listdir(test))
+                     for name in sorted(os.listdir(os.path.join(test, cls))))[:3]
+    for word in words:
+        target = os.path.join(scratch, word)
+        if os.path.exists(target):
+            continue
+        if word.lower().endswith((".png", ".jpg", ".jpeg")):
+            Image.open(sources[0]).convert("RGB").save(target)
+        elif word.endswith("/"):
+            os.makedirs(target)
+            for source in sources:
+                shutil.copy(source, target)
+
+
 def smaller(argv, env, scratch, local_cifar):
     """The size-reducing version of one documented command (see the module docstring)."""
     argv = list(argv)
@@ -121,6 +141,8 @@ def smaller(argv, env, scratch, local_cifar):
         argv += ["--runs", "2", "--warmup", "1", "--threads", "1"]
     elif command == "demo":
         argv += ["--epochs", "1"]
+    elif command == "predict":
+        _user_images(argv[2:], scratch, local_cifar)
     env = dict(env)
     if "TF_CONFIG" in env:  # the documented cluster, shrunk to one worker on this machine
         cluster = json.loads(env["TF_CONFIG"])
@@ -148,10 +170,10 @@ def test_documented_commands_run_as_written(doc, tmp_path):
     local_cifar = _local_cifar(str(tmp_path / "cifar10"))
     # The user's own recipe the README trains: a small one of their choosing.
     with open(os.path.join(ROOT, "cbcn_tf", "recipes", "digits_demo.yaml")) as handle:
-        recipe = handle.read().replace("tensorboard: false", "tensorboard: true")
-    (scratch / "my_recipe.yaml").write_text(
-        recipe + "model: cbcn_lenet\nmodel_kwargs:\n  kernel_stage: [2, 2, 2, 2]\n"
-        "  orientations: 2\n")
+        recipe = yaml.safe_load(handle)
+    recipe.update(tensorboard=True, model="cbcn_lenet",
+                  model_kwargs={"kernel_stage": [2, 2, 2, 2], "orientations": 2})
+    (scratch / "my_recipe.yaml").write_text(yaml.safe_dump(recipe))
     cbcn = os.path.join(os.path.dirname(sys.executable), "cbcn")
     for env, argv in commands:
         argv, env = smaller(argv, env, str(scratch), local_cifar)

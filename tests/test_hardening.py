@@ -70,18 +70,23 @@ def test_folder_holding_another_models_checkpoints_is_refused(tiny_run, tmp_path
                                                                error_line):
     import shutil
 
-    # Only the checkpoints (no config.yaml naming the model): e.g. copied by hand.
+    # Checkpoints copied by hand: without a config.yaml naming their model, --resume refuses
+    # the folder; with a config.yaml naming another model than they hold, too.
     output = tmp_path / "run"
     shutil.copytree(tiny_run / "backup", output / "backup")
     before = sorted(os.listdir(output / "backup" / "chief"))
     assert train_cli(output, "model=cbcn_resnet18") == 2
     assert f"{output} already holds a training run" in error_line()
-    for sets in (["model=cbcn_resnet18"], ["model_kwargs.orientations=4"]):
-        assert train_cli(output, *sets, extra=["--resume"]) == 2
-        assert f"{output / 'backup'} holds checkpoints of another model" in error_line()
-        assert sorted(os.listdir(output)) == ["backup"]  # nothing written
-        assert sorted(os.listdir(output / "backup" / "chief")) == before
+    assert train_cli(output, extra=["--resume"]) == 2
+    assert f"Nothing to resume in {output}" in error_line()
+    saved = (tiny_run / "config.yaml").read_text()
+    (output / "config.yaml").write_text(saved.replace("orientations: 2", "orientations: 4"))
+    assert train_cli(output, "model_kwargs.orientations=4", extra=["--resume"]) == 2
+    assert f"{output / 'backup'} holds checkpoints of another model" in error_line()
+    assert sorted(os.listdir(output)) == ["backup", "config.yaml"]  # nothing written
+    assert sorted(os.listdir(output / "backup" / "chief")) == before
     # The matching model resumes from them.
+    shutil.copy(tiny_run / "config.yaml", output / "config.yaml")
     assert train_cli(output, "epochs=2", extra=["--resume"]) == 0
     assert [row["epoch"] for row in training.read_history(output / "history.csv")] == [1]
 

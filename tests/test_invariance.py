@@ -252,6 +252,25 @@ def test_align_head_is_invariant_and_keeps_every_feature(name, size):
     assert dense.kernel.shape[0] == align[0].output.shape[-1]  # C * K inputs, not C
 
 
+@pytest.mark.parametrize("option,head", [(True, inv.OrientationAlign),
+                                         ({"pool": "max"}, inv.OrientationPooling)])
+def test_invariant_true_builds_the_align_head_and_pool_max_the_max_head(option, head):
+    """``invariant=True`` ends in ORAlign (C * K classifier inputs); ``{"pool": "max"}`` in
+    orientation max-pooling (C inputs); every other switch is on in both."""
+    model = small("cbcn_lenet", 16, invariant=option)
+    heads = [layer for layer in model.layers
+             if isinstance(layer, (inv.OrientationAlign, inv.OrientationPooling))]
+    assert [type(layer) for layer in heads] == [head]
+    if head is inv.OrientationPooling:
+        assert heads[0].mode == "max"
+    width = 2 * 4  # the last stage's learned maps times K
+    assert model.get_layer("predictions").kernel.shape[0] == (
+        width if head is inv.OrientationAlign else width // 4)
+    assert isinstance(model.get_layer("stem_conv"), inv.LiftingConv2D)
+    assert isinstance(model.get_layer("conv2_bn"), inv.OrientationBatchNormalization)
+    assert rotation_error(model) < 1e-4
+
+
 def test_binary_stem_is_invariant_and_binary():
     model = zoo("cbcn_resnet18", 17, invariant={"stem": "binary"})
     assert is_binary_layer(model.get_layer("stem_conv"))
@@ -267,9 +286,9 @@ def test_other_orientation_counts(orientations, turns):
         assert rotation_error(model, turns=(1,)) > 1e-2
 
 
-def test_invariant_after_training_steps():
-    """Training-mode BN (statistics shared over orientations) and updated weights keep it."""
-    model = small("cbcn_lenet", 16, dropout=0.0)
+def trained_lenet(invariant):
+    """``small`` LeNet after three SGD steps in training mode."""
+    model = small("cbcn_lenet", 16, invariant=invariant, dropout=0.0)
     optimizer = tf.keras.optimizers.SGD(0.1)
     rng = np.random.default_rng(5)
     x = rng.normal(1.0, 2.0, size=(8, 16, 16, 1)).astype(np.float32)
@@ -279,9 +298,33 @@ def test_invariant_after_training_steps():
             loss = tf.keras.losses.sparse_categorical_crossentropy(y, model(x, training=True))
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables))
+    return model
+
+
+def test_invariant_after_training_steps():
+    """Training-mode BN (statistics shared over orientations) and updated weights keep it."""
+    model = trained_lenet({"pool": "max"})
     bn = model.get_layer("conv2_bn")
     assert bn.moving_mean.shape == (2,) and not np.allclose(bn.moving_mean.numpy(), 0.0)
     assert rotation_error(model) < 1e-4
+
+
+def test_align_head_after_training_is_exact_where_each_largest_response_is_unique():
+    """ORAlign rolls each map to its largest response: exact for an input whose maps each have
+    one largest response (or K equal ones). A binary net's responses are discrete, so two can
+    tie, and then the roll follows the position, not the turn (docs/METHOD.md §12.3)."""
+    model = trained_lenet(True)
+    align = next(layer for layer in model.layers if isinstance(layer, inv.OrientationAlign))
+    x = np.random.default_rng(1).normal(size=(16, 16, 16, 1)).astype(np.float32)
+    turned = np.concatenate([rotate(x, t) for t in range(4)])
+    features = tf.keras.Model(model.input, align.input)(turned, training=False).numpy()
+    grouped = np.sort(features.reshape(4, len(x), -1, 4), axis=-1)  # (turn, n, map, K)
+    top, second, low = grouped[..., -1], grouped[..., -2], grouped[..., 0]
+    clear = ((top - second > 1e-5) | (top - low < 1e-7)).all(axis=(0, 2))  # (n,)
+    out = logits(model, turned).reshape(4, len(x), -1)
+    gap = np.abs(out[1:] - out[0]).max(axis=(0, 2))
+    assert clear.sum() >= 4, clear
+    assert gap[clear].max() < 1e-4
 
 
 @pytest.mark.parametrize("part", PARTS)
@@ -355,7 +398,7 @@ def test_invariant_model_saves_and_loads(tmp_path):
     model = tiny(9)
     kinds = {type(layer).__name__ for layer in model.layers}
     assert {"LiftingConv2D", "CirculantConv2D", "OrientationBatchNormalization",
-            "OrientationPReLU", "OrientationPooling"} <= kinds
+            "OrientationPReLU", "OrientationAlign"} <= kinds
     path = str(tmp_path / "model.h5")
     model.save(path)
     loaded = tf.keras.models.load_model(path)
@@ -366,7 +409,7 @@ def test_invariant_model_saves_and_loads(tmp_path):
 # --------------------------------------------------------------------------------- export
 @pytest.mark.parametrize("name,size,options", [
     ("cbcn_resnet18", 16, True), ("cbcn_resnet18", 17, {"stem": "binary"}),
-    ("cbcn_resnet18_imagenet", 32, True), ("cbcn_resnet18", 16, {"pool": "align"}),
+    ("cbcn_resnet18_imagenet", 32, True), ("cbcn_resnet18", 16, {"pool": "max"}),
 ])
 def test_invariant_models_export_to_lce(tmp_path, name, size, options):
     """Even maps (stride-1 bconv + 2x2 pool, 4x4 max-pool), odd maps (stride-2 bconv with

@@ -1,4 +1,4 @@
-"""The harness of issue 12's evidence: fixed-angle evaluation, the invariance cells of
+"""The harness of the invariance evidence: fixed-angle evaluation, the invariance cells of
 benchmarks/reproduce.py, its angle ledger, and the report section of benchmarks/report.py.
 
 Fixed angles are checked against NumPy (np.rot90 of the upright images); the ledger logic on a
@@ -65,7 +65,10 @@ def test_fixed_angle_evaluation_matches_numpy_quarter_turns():
 def test_an_exactly_invariant_model_scores_the_same_at_every_quarter_turn():
     from cbcn_tf import data, training
 
-    model = _lenet(invariant=True)  # a few training steps: untrained, its output is constant
+    # The max-pool head: exact whatever the values (ORAlign is exact only where each map's
+    # largest response is unique, docs/METHOD.md §12.3). A few training steps: untrained, its
+    # output is constant.
+    model = _lenet(invariant={"pool": "max"})
     training.compile_for_classification(model, "adam")
     model.fit(data.load_dataset("digits", "train", batch_size=64, training=True), epochs=2,
               verbose=0)
@@ -86,7 +89,7 @@ def test_invariance_cells_reuse_the_upright_cells_and_add_only_the_invariant_arm
                "tables3_4_cifar10": reproduce.cifar_cells()}
     n_arms = 3 + len(reproduce.INVARIANT_ARMS)
     assert len(cells) == 3 * n_arms * reproduce.INVARIANCE_SEEDS
-    heads = {"cbcn_invariant": True, "cbcn_invariant_align": {"pool": "align"}}
+    heads = {"cbcn_invariant": {"pool": "max"}, "cbcn_invariant_align": {"pool": "align"}}
     assert set(reproduce.INVARIANT_ARMS) == set(heads)
     for table, (source, arms) in reproduce.INVARIANCE_TABLES.items():
         mine = [c for c in cells if c.sweep == table]
@@ -116,7 +119,8 @@ def test_invariance_cells_reuse_the_upright_cells_and_add_only_the_invariant_arm
     assert len({c.key() for c in both}) == len(both)
     assert sum(c.sweep == "invariance_mnist" for c in both) == n_arms * reproduce.INVARIANCE_SEEDS
     assert config_lib.load_config(reproduce._recipe("mnist_lenet_cbcn"),
-                                  [reproduce.INVARIANT_SET]).model_kwargs["invariant"] is True
+                                  [reproduce.INVARIANT_SET]).model_kwargs["invariant"] == {
+        "pool": "max"}
 
 
 def _rows(path):

@@ -44,7 +44,7 @@ def test_recipes_of_one_table_differ_only_in_model_keys(prefix):
         config_lib.load_config(os.path.join(reproduce.RECIPES, name))
 
 
-def test_campaign_cells_cover_the_issue_and_run_seed_major():
+def test_campaign_cells_cover_the_tables_and_run_seed_major():
     mnist = reproduce.mnist_cells()
     counts = {}
     for cell in mnist:
@@ -336,7 +336,7 @@ def test_invariance_ablation_arms_switch_back_one_part_each():
     by_arm = {cell.arm: cell for cell in cells}
     assert set(by_arm) == set(reproduce.INVARIANCE_ABLATIONS)
     assert all("eval_split=validation" in cell.overrides for cell in cells)  # never the test split
-    full = dataclasses.asdict(Invariance())
+    full = dataclasses.asdict(Invariance(pool="max"))  # the reference arm: max-pool head
     for arm, cell in by_arm.items():
         option = reproduce.cell_config(cell).model_kwargs.get("invariant")
         if arm == "cbcn":
@@ -388,3 +388,41 @@ def test_ledger_section_names_the_cells_and_claims_not_measured_yet():
     *done, last = reproduce.cifar_cells()
     text = "\n".join(report.ledger_section(_cell_rows(done))).split("## Accuracy: Tables 3 / 4")[1]
     assert f"Not yet in the ledger (1 cell of the campaign): `{last.run_name()}`." in text
+
+
+@pytest.mark.parametrize("args, option", [
+    (["--epochs", "0"], "--epochs"),
+    (["--epochs", "-2"], "--epochs"),
+    (["--seeds", "0"], "--seeds"),
+    (["--steps-per-epoch", "0"], "--steps-per-epoch"),
+    (["--budget-minutes", "-5"], "--budget-minutes"),
+    (["--budget-minutes", "0"], "--budget-minutes"),
+    (["--budget-minutes", "nan"], "--budget-minutes"),
+])
+def test_counts_and_budgets_that_would_be_ignored_are_parser_errors(args, option, tmp_path,
+                                                                     capsys):
+    ledger = tmp_path / "ledger.csv"
+    with pytest.raises(SystemExit) as exit_:
+        reproduce.main(["--only", "demo", "--ledger", str(ledger), "--runs-dir",
+                        str(tmp_path / "runs"), *args])
+    assert exit_.value.code == 2
+    assert option in capsys.readouterr().err.splitlines()[-1]
+    assert not ledger.exists() and not (tmp_path / "runs").exists()
+
+
+@pytest.mark.parametrize("option, value, known", [
+    ("--arms", "bogus", "cbcn, float, xnor"),
+    ("--arms", "cbcn,bogus", "cbcn, float, xnor"),
+    ("--tables", "invariance_mnist", "demo_digits"),  # a table of a group not selected
+    ("--kernel-stage", "9-9-9-9", "4-4-8-16"),
+])
+def test_unknown_arms_tables_and_stages_list_the_known_ones(option, value, known, tmp_path,
+                                                            capsys):
+    ledger = tmp_path / "ledger.csv"
+    with pytest.raises(SystemExit) as exit_:
+        reproduce.main(["--only", "demo", "--ledger", str(ledger), "--runs-dir",
+                        str(tmp_path / "runs"), option, value])
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert option in err and known in err and value.split(",")[-1] in err
+    assert not ledger.exists() and not (tmp_path / "runs").exists()

@@ -19,10 +19,10 @@ A run writes everything to its output folder::
 Resuming (``resume=True``) restores the checkpoint in ``backup/`` and continues at the next
 epoch with the optimizer state, e.g. after raising ``epochs``. A run that was killed (no
 model.h5 yet) continues the same way when started again with the *same* config, without
-``resume``. Each epoch's data is a pure function of (seed, epoch), so with ``seed`` and
-``deterministic`` a resumed run ends bitwise equal to an uninterrupted one. Every file is
-written atomically (temp file in the same folder + ``os.replace``); a NaN/Inf loss raises
-`TrainingDiverged` with advice. Distributed training (``distribute``: none, mirrored,
+``resume``. Each epoch's data and dropout masks are a pure function of (seed, epoch), so
+with ``seed`` and ``deterministic`` a resumed run ends bitwise equal to an uninterrupted one.
+Every file is written atomically (temp file in the same folder + ``os.replace``); a NaN/Inf
+loss raises `TrainingDiverged` with advice. Distributed training (``distribute``: none, mirrored,
 multi_worker) is described in docs/DISTRIBUTED.md.
 
 Example:

@@ -1,7 +1,9 @@
 """Distribution strategies for the config key ``distribute`` (docs/DISTRIBUTED.md)."""
 from __future__ import annotations
 
+import os
 import typing
+import warnings
 
 import tensorflow as tf
 
@@ -13,6 +15,16 @@ _FACTORIES = {"none": tf.distribute.get_strategy, "mirrored": tf.distribute.Mirr
               "multi_worker": tf.distribute.MultiWorkerMirroredStrategy}
 
 
+class SingleWorkerWarning(UserWarning):
+    """``multi_worker`` without ``TF_CONFIG``: the run trains as one worker on this machine."""
+
+
+SINGLE_WORKER_WARNING = (
+    "--distribute multi_worker without the TF_CONFIG environment variable trains as one "
+    "worker on this machine; to train on a cluster, set TF_CONFIG on every host "
+    "(docs/DISTRIBUTED.md), or use --distribute none / mirrored on one machine.")
+
+
 def make_strategy(name: str) -> tf.distribute.Strategy:
     """The distribution strategy for ``--distribute NAME``.
 
@@ -20,12 +32,15 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     "multi_worker": ``MultiWorkerMirroredStrategy`` with the cluster and this process' task
     from the ``TF_CONFIG`` environment variable (see docs/DISTRIBUTED.md). TensorFlow needs
     the multi-worker strategy created before any other TF op runs in the process, which is why
-    `train` creates it first.
+    `train` creates it first. Without ``TF_CONFIG`` it is one local worker and a
+    `SingleWorkerWarning` says so.
 
     Example:
         >>> make_strategy("none").num_replicas_in_sync
         1
     """
+    if name == "multi_worker" and not os.environ.get("TF_CONFIG"):
+        warnings.warn(SINGLE_WORKER_WARNING, SingleWorkerWarning, stacklevel=2)
     if name in _FACTORIES:
         return _FACTORIES[name]()
     raise ConfigError(

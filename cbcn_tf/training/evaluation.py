@@ -100,6 +100,12 @@ def check_model_fits_data(model, dataset: str, data_dir=None) -> None:
 def run_eval_options(run, *, dataset=None, split=None, data_dir=None) -> dict:
     """`evaluate`'s dataset, split, data_dir and validation_fraction for the run folder (or
     model file) ``run``: each value given, else the run's config.yaml, else the default."""
+    from cbcn_tf.models import pretrained
+
+    entry = pretrained.parse_spec(run)
+    if entry is not None:  # packaged weights: their dataset, scored as recorded
+        return dict(dataset=dataset or entry.dataset, split=split or entry.split,
+                    data_dir=data_dir, validation_fraction=None)
     saved = RunDir(run).saved_config()
     dataset = dataset or (saved and saved.dataset)
     if not dataset:
@@ -110,12 +116,15 @@ def run_eval_options(run, *, dataset=None, split=None, data_dir=None) -> dict:
 
 
 def load_model(path, *, trusted: bool = False) -> tf.keras.Model:
-    """Load a model saved by `train` (``model.h5``, or the run folder holding it).
+    """Load a model saved by `train` (``model.h5``, or the run folder holding it), or a model
+    with packaged weights named ``NAME:WEIGHTS`` (``cbcn_lenet:mnist``, `cbcn list-models`).
 
-    A file whose config holds a ``Lambda`` layer or a class from outside Keras, larq and
-    cbcn_tf would run code while loading: it is refused (`UntrustedModelError`) unless
-    ``trusted=True`` (see `cbcn_tf.model_files`). A truncated or foreign file raises
-    `ModelFileError` naming it.
+    The file's config is checked as plain JSON before Keras reads it: anything that could run
+    code while loading (a ``Lambda`` layer, a ``TFOpLambda`` calling more than a pure tensor
+    op, a class, function or module from outside Keras, larq and cbcn_tf, at any depth) is
+    refused (`UntrustedModelError` naming the layer) unless ``trusted=True`` (see
+    `cbcn_tf.model_files`). A truncated, foreign or ``.keras`` file raises `ModelFileError`
+    naming it.
 
     Example:
         >>> from cbcn_tf.models import create_model
@@ -124,8 +133,11 @@ def load_model(path, *, trusted: bool = False) -> tf.keras.Model:
         >>> load_model("/tmp/cbcn_lenet.h5").count_params() == model.count_params()
         True
     """
-    import cbcn_tf.models  # noqa: F401  (registers the zoo's custom objects)
+    from cbcn_tf.models import pretrained  # (also registers the zoo's custom objects)
 
+    entry = pretrained.parse_spec(path)
+    if entry is not None:  # NAME:WEIGHTS, e.g. cbcn_lenet:mnist (built, never deserialised)
+        return pretrained.build(entry)
     path = os.fspath(path)
     if os.path.isdir(path):
         path = os.path.join(path, MODEL_FILE)

@@ -46,10 +46,12 @@ def make_input_fn(config: config_lib.TrainConfig, *, training: bool, epochs=None
 def training_data(config, strategy, start_epoch: int, verbose: int = 0):
     """Per-worker input pipelines and the steps per epoch every worker runs.
 
-    Training data is the epochs ``start_epoch ..`` of `data_lib.load_dataset(epochs=...)`:
-    each epoch's order and augmentation are a pure function of (seed, epoch), so a resumed
-    run gets the batches an uninterrupted one gets. Each input pipeline (one per worker) reads
-    shard ``input_pipeline_id`` of ``num_input_pipelines``, sharded before shuffling.
+    Training data is the epochs ``start_epoch ..`` of `data_lib.load_dataset(epochs=...)`,
+    streamed (each epoch's pipeline is made when the one before it ends, so any epoch count
+    starts at once): each epoch's order and augmentation are a pure function of (seed, epoch),
+    so a resumed run gets the batches an uninterrupted one gets. Each input pipeline (one per
+    worker) reads shard ``input_pipeline_id`` of ``num_input_pipelines``, sharded before
+    shuffling.
     """
     total_epochs = config.epochs + config.center_loss_epochs
     first = min(start_epoch, total_epochs - 1)  # a finished run still needs a valid pipeline
@@ -83,7 +85,7 @@ def training_data(config, strategy, start_epoch: int, verbose: int = 0):
     if not distributed:
         train_data = train_fn(tf.distribute.InputContext())
         eval_data = eval_fn(tf.distribute.InputContext())
-        if steps["train"] is None:  # one pass over the split per epoch
+        if steps["train"] is None:  # one pass over the split per epoch (a known size)
             steps["train"] = int(train_data.cardinality()) // (total_epochs - first)
         return train_data, eval_data, steps
     train_data = strategy.distribute_datasets_from_function(train_fn)

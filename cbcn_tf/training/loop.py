@@ -10,7 +10,8 @@ from cbcn_tf import plots
 from cbcn_tf.errors import ConfigError
 from cbcn_tf.training.build import (build_model, check_input_shape, check_model_settings,
                                     resolve_config)
-from cbcn_tf.training.callbacks import CheckStartEpoch, HistoryLogger, NaNGuard
+from cbcn_tf.training.callbacks import (CheckStartEpoch, EpochSeededRandomness, HistoryLogger,
+                                        NaNGuard)
 from cbcn_tf.training.center_loss import CenterLossModel, CenterLossStage
 from cbcn_tf.training.distribute import is_chief, make_strategy, task
 from cbcn_tf.training.evaluation import save_model, write_summary
@@ -98,6 +99,7 @@ class _Fit:
     train_data: object
     eval_data: object
     steps: dict
+    randomness: EpochSeededRandomness
 
     @classmethod
     def prepare(cls, config, strategy, run: RunDir, verbose) -> "_Fit":
@@ -106,6 +108,7 @@ class _Fit:
         if config.deterministic:
             tf.config.experimental.enable_op_determinism()
         start_epoch = run.saved_epoch() + 1
+        total_epochs = config.epochs + config.center_loss_epochs
         with strategy.scope():
             model = build_model(config)
             add_weight_decay(model, config.weight_decay, config.weight_decay_scope)
@@ -116,21 +119,28 @@ class _Fit:
             compile_for_classification(fit_model, make_optimizer(config),
                                        jit_compile=config.jit_compile,
                                        steps_per_execution=config.steps_per_execution)
+            # Dropout masks as a function of (seed, epoch), like the data: exact resumes.
+            randomness = EpochSeededRandomness(model, config.seed, total_epochs)
         if start_epoch > 0:
             run.check_backup_matches(fit_model)
         train_data, eval_data, steps = training_data(config, strategy, start_epoch, verbose)
 
-        total_epochs = config.epochs + config.center_loss_epochs
         # Every worker computes the summary (reading some variables runs collective ops under
         # MultiWorkerMirroredStrategy, which all workers must join); non-chiefs write to their
-        # private folder.
-        run.write(SUMMARY_FILE, lambda path: write_summary(model, path))
+        # private folder. config.yaml first: it marks the folder as a run of cbcn train, so a
+        # run killed right after it continues when restarted.
         run.write(config_lib.CONFIG_FILE, lambda path: config_lib.save_config(config, path))
+        run.write(SUMMARY_FILE, lambda path: write_summary(model, path))
 
         callbacks = [
+            # First: its resets come before every other callback's work of that epoch.
+            randomness,
             CheckStartEpoch(min(start_epoch, total_epochs)),
             tf.keras.callbacks.LearningRateScheduler(lr_schedule(config)),
             NaNGuard(scaled_lr(config), run.backup_dir),
+            # Before BackupAndRestore's epoch-end save and model.h5: both keep these statistics.
+            *([PreciseBatchNorm(model, config)]
+              if config.precise_bn_batches and config.distribute == "none" else []),
             # Logged before the backup: a kill in between repeats the epoch (the logger trims).
             HistoryLogger(run.file(HISTORY_FILE)),
             # Saves weights + optimizer state + epoch at every epoch end; kept after training so
@@ -138,19 +148,19 @@ class _Fit:
             # backup/workertemp_<id>, which Keras deletes after every save.
             tf.keras.callbacks.BackupAndRestore(run.backup_dir, delete_checkpoint=False),
         ]
-        if config.precise_bn_batches and config.distribute == "none":
-            # Before BackupAndRestore's epoch-end save and model.h5: both keep these statistics.
-            callbacks.insert(3, PreciseBatchNorm(model, config))
         if config.center_loss_epochs:
             callbacks.append(CenterLossStage(config.epochs, config.center_loss_weight))
         if config.tensorboard:
             callbacks.append(tf.keras.callbacks.TensorBoard(
                 run.file(TENSORBOARD_DIR), write_graph=False, profile_batch=0))
-        return cls(config, model, fit_model, callbacks, train_data, eval_data, steps)
+        return cls(config, model, fit_model, callbacks, train_data, eval_data, steps, randomness)
 
     def run(self, verbose) -> None:
         config = self.config
-        self.fit_model.fit(self.train_data, epochs=config.epochs + config.center_loss_epochs,
-                           steps_per_epoch=self.steps["train"], validation_data=self.eval_data,
-                           validation_steps=self.steps["eval"], callbacks=self.callbacks,
-                           verbose=verbose)
+        try:
+            self.fit_model.fit(self.train_data, epochs=config.epochs + config.center_loss_epochs,
+                               steps_per_epoch=self.steps["train"],
+                               validation_data=self.eval_data, validation_steps=self.steps["eval"],
+                               callbacks=self.callbacks, verbose=verbose)
+        finally:
+            self.randomness.release()

@@ -1,6 +1,7 @@
 """Optimiser, learning-rate schedule, coupled weight decay and compiling for classification."""
 from __future__ import annotations
 
+import math
 import typing
 
 import tensorflow as tf
@@ -28,7 +29,8 @@ def scaled_lr(config: config_lib.TrainConfig) -> float:
 
 
 def lr_schedule(config: config_lib.TrainConfig):
-    """Piecewise-constant learning rate over epochs: ``lr * lr_gamma ** #(milestones <= epoch)``.
+    """Learning rate per epoch: piecewise constant, ``lr * lr_gamma ** #(milestones <= epoch)``
+    (``lr_decay="step"``), or cosine, ``lr * (1 + cos(pi * epoch / epochs)) / 2``.
 
     The rate depends on the epoch only (Keras passes the current rate as a second argument,
     which is ignored), so a resumed run gets the same rates as an uninterrupted one.
@@ -39,12 +41,21 @@ def lr_schedule(config: config_lib.TrainConfig):
         >>> schedule = lr_schedule(config_lib.load_config("cifar10_resnet18_k4"))
         >>> [round(schedule(epoch), 6) for epoch in (0, 59, 60, 120, 160)]
         [0.1, 0.1, 0.02, 0.004, 0.0008]
+        >>> cosine = lr_schedule(config_lib.load_config(
+        ...     "mnist_lenet", ["lr_decay=cosine", "lr=0.01", "epochs=50"]))
+        >>> [round(cosine(epoch), 6) for epoch in (0, 25, 49)]
+        [0.01, 0.005, 1e-05]
     """
     milestones = sorted(config.lr_milestones)
     base = scaled_lr(config)
 
     def schedule(epoch: int, current_lr=None) -> float:
-        rate = base * config.lr_gamma ** sum(epoch >= m for m in milestones)
+        if config.lr_decay == "cosine":
+            # The center-loss epochs after `epochs` keep the last epoch's rate.
+            last = min(epoch, config.epochs - 1)
+            rate = base * (1 + math.cos(math.pi * last / config.epochs)) / 2
+        else:
+            rate = base * config.lr_gamma ** sum(epoch >= m for m in milestones)
         if epoch < config.lr_warmup_epochs:  # linear warm-up (config key lr_warmup_epochs)
             rate *= (epoch + 1) / (config.lr_warmup_epochs + 1)
         return rate
