@@ -197,6 +197,7 @@ def test_cbcn_lenet_supports_eight_orientations():
 @pytest.mark.parametrize("name", XNOR_MODELS)
 def test_cbcnify_keeps_widths_binary_macs_and_trains(name):
     settings = dict(input_shape=(16, 16, 3), kernel_stage=(4, 4, 8, 8), orientations=4)
+    tf.keras.utils.set_random_seed(0)  # the same weights whatever ran before
     xnor = create_model(name, **settings)
     cbcn = cbcnify(xnor, orientations=4)
 
@@ -218,8 +219,9 @@ def test_cbcnify_keeps_widths_binary_macs_and_trains(name):
     # Eager: tracing this graph takes longer than the few steps it would speed up.
     cbcn.compile(tf.keras.optimizers.Adam(0.01), "sparse_categorical_crossentropy",
                  run_eagerly=True)
-    losses = [cbcn.train_on_batch(images, labels) for _ in range(5)]
-    assert losses[-1] < losses[0], losses
+    # Dropout makes single steps noisy: compare the first and the last five steps.
+    losses = [cbcn.train_on_batch(images, labels) for _ in range(15)]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]), losses
 
 
 def _layers_for_strict_test():
