@@ -28,6 +28,23 @@ def two_cpu_strategy():
 
 # --- shared helpers --------------------------------------------------------------------------
 
+
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 28 KiB tmpfs (a real full disk: a run's config and summary fit, its first checkpoint
+    does not), unmounted afterwards; skips where mounting is not allowed."""
+    import subprocess
+
+    mount = tmp_path / "small"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=28k", "tmpfs", str(mount)],
+                          capture_output=True)
+    if done.returncode:
+        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
+    yield mount
+    subprocess.run(["umount", str(mount)], check=False)
+
+
 # A tiny CBCN LeNet (kernel stage 2-2-2-2, K = 2) on the packaged digits: seconds per run.
 TINY_SETS = ("model=cbcn_lenet", "model_kwargs.kernel_stage=[2, 2, 2, 2]",
              "model_kwargs.orientations=2", "batch_size=16", "steps_per_epoch=3", "epochs=1",

@@ -1,7 +1,19 @@
 """Plain-loop NumPy references written from docs/METHOD.md §2-§5, independent of cbcn_tf.cif."""
 import math
+import os
 
 import numpy as np
+
+# The four original MNIST IDX files: $CBCN_MNIST_DIR, else shared/ beside the repository.
+MNIST_ROOT = os.environ.get("CBCN_MNIST_DIR") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "datasets", "mnist")
+
+
+def idx_bytes(array):
+    """IDX encoding written here by hand: 0, 0, 0x08 (uint8), ndim, big-endian dims, data."""
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(
+        int(d).to_bytes(4, "big") for d in array.shape)
+    return header + array.astype(np.uint8).tobytes()
 
 RING = [(0, 0), (0, 1), (0, 2), (1, 2), (2, 2), (2, 1), (2, 0), (1, 0)]
 

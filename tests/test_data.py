@@ -10,6 +10,7 @@ import tensorflow_datasets as tfds
 
 import cbcn_tf.data as data
 import cbcn_tf.mnist_idx as mnist_idx
+from tests.reference import MNIST_ROOT, idx_bytes
 
 CIFAR_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
                           "datasets", "cifar10")  # shared/ sits beside the repository
@@ -248,15 +249,7 @@ def test_real_cifar10_folder():
 
 # --- MNIST from the original IDX files ---------------------------------------------------------
 
-MNIST_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
-                          "datasets", "mnist")
 
-
-def _idx_bytes(array):
-    """IDX encoding written here by hand: 0, 0, 0x08 (uint8), ndim, big-endian dims, data."""
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(
-        int(d).to_bytes(4, "big") for d in array.shape)
-    return header + array.astype(np.uint8).tobytes()
 
 
 def _parse_idx_numpy(path):
@@ -278,7 +271,7 @@ def _fake_mnist(root, n_train=12, n_test=5):
         images = rng.integers(0, 256, (n, 28, 28), dtype=np.uint8)
         labels = rng.integers(0, 10, n, dtype=np.uint8)
         for name, array in zip(mnist_idx.MNIST_IDX_FILES[split], (images, labels)):
-            (root / name).write_bytes(gzip.compress(_idx_bytes(array)))
+            (root / name).write_bytes(gzip.compress(idx_bytes(array)))
         arrays[split] = (images, labels)
     return arrays
 

@@ -11,16 +11,9 @@ import pytest
 import cbcn_tf.data as data
 import cbcn_tf.mnist_idx as mnist_idx
 from cbcn_tf.errors import DataError
-
-MNIST_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
-                          "datasets", "mnist")
+from tests.reference import MNIST_ROOT, idx_bytes
 
 
-def _idx_bytes(array):
-    """IDX written by hand: 0, 0, 0x08 (uint8), ndim, big-endian dims, then the bytes."""
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(
-        int(d).to_bytes(4, "big") for d in array.shape)
-    return header + array.astype(np.uint8).tobytes()
 
 
 def _write_fake_mnist(root, form):
@@ -32,7 +25,7 @@ def _write_fake_mnist(root, form):
         labels = rng.integers(0, 10, n, dtype=np.uint8)
         for name, array in zip(mnist_idx.MNIST_IDX_FILES[split], (images, labels)):
             gz, raw, dotted = mnist_idx.idx_names(name)
-            content = _idx_bytes(array)
+            content = idx_bytes(array)
             if form == "gz":
                 (root / gz).write_bytes(gzip.compress(content))
             else:

@@ -10,9 +10,8 @@ import pytest
 from cbcn_tf import training
 from cbcn_tf.errors import ConfigError, ModelFileError
 from cbcn_tf.models import create_model, list_pretrained, pretrained
+from tests.reference import MNIST_ROOT
 
-MNIST_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
-                          "datasets", "mnist")
 TINY = dict(input_shape=(16, 16, 1), kernel_stage=(2, 2, 2, 2), orientations=2)
 
 

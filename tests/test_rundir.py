@@ -328,23 +328,15 @@ def test_full_disk_removes_checkpoint_temp_files(tiny_run, tmp_path):
     assert rundir.RunDir(run).saved_epoch(full=True) == 0
 
 
-def test_real_full_disk_leaves_no_temp_files(tmp_path, train_cli, error_line):
+def test_real_full_disk_leaves_no_temp_files(small_tmpfs, train_cli, error_line):
     """A 28 KiB tmpfs: config and summary fit, the first checkpoint does not."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=28k", "tmpfs", str(mount)],
-                          capture_output=True)
-    if done.returncode:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        run = mount / "run"
-        assert train_cli(run, "epochs=2") == 2
-        assert "No space left on device" in error_line()
-        left = [path for path in _snapshot(run)
-                if path.endswith("_temp") or ".tmp" in path or ".tempstate" in path]
-        assert left == [] and LOCK not in os.listdir(run)
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
+    mount = small_tmpfs
+    run = mount / "run"
+    assert train_cli(run, "epochs=2") == 2
+    assert "No space left on device" in error_line()
+    left = [path for path in _snapshot(run)
+            if path.endswith("_temp") or ".tmp" in path or ".tempstate" in path]
+    assert left == [] and LOCK not in os.listdir(run)
 
 
 def test_resume_refuses_config_yaml_of_another_project(tmp_path, train_cli, error_line):

@@ -4,7 +4,6 @@ files, full disks and mismatched data each give one line naming the path and the
 partial output."""
 import os
 import shutil
-import subprocess
 import tempfile
 
 import cbcn_tf  # noqa: F401  (Keras 2 before tensorflow)
@@ -290,24 +289,16 @@ def test_one_class_dataset_is_an_error(tmp_path, train_cli, error_line):
     assert not output.exists()
 
 
-def test_full_disk_during_training(tmp_path, train_cli, error_line):
+def test_full_disk_during_training(small_tmpfs, train_cli, error_line):
     """A real full disk (a 28 KiB tmpfs: the config and summary fit, the first checkpoint
     does not): TensorFlow's checkpoint writer fails inside fit; one line naming the run
     folder, no model.h5."""
-    mount = tmp_path / "small"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=28k", "tmpfs", str(mount)],
-                          capture_output=True)
-    if done.returncode:
-        pytest.skip(f"cannot mount a small tmpfs here: {done.stderr.decode().strip()}")
-    try:
-        output = mount / "run"
-        code = train_cli(output, "epochs=3", "tensorboard=true")
-        err = error_line()
-        assert code == 2
-        assert "No space left on device (the disk is full)" in err, err
-        assert f"Could not write the run in {output}" in err, err
-        assert not (output / "model.h5").exists()
-        assert not [n for n in os.listdir(output) if ".tmp" in n] if output.exists() else True
-    finally:
-        subprocess.run(["umount", str(mount)], check=False)
+    mount = small_tmpfs
+    output = mount / "run"
+    code = train_cli(output, "epochs=3", "tensorboard=true")
+    err = error_line()
+    assert code == 2
+    assert "No space left on device (the disk is full)" in err, err
+    assert f"Could not write the run in {output}" in err, err
+    assert not (output / "model.h5").exists()
+    assert not [n for n in os.listdir(output) if ".tmp" in n] if output.exists() else True
