@@ -8,7 +8,8 @@ setup(
     long_description=open("README.md", encoding="utf-8").read(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10,<3.13",
-    packages=["cbcn_tf", "cbcn_tf.training", "cbcn_tf.models", "cbcn_tf.converters"],
+    packages=["cbcn_tf", "cbcn_tf.data", "cbcn_tf.training", "cbcn_tf.models",
+              "cbcn_tf.converters"],
     package_dir={
         "cbcn_tf": "cbcn_tf",
         "cbcn_tf.models": "models",

@@ -5,13 +5,14 @@ by 180 degrees one answer, and a 9 turned by 180 degrees is drawn much like a 6.
 datasets the invariant CBCN must confuse some 6s with 9s however well it is trained, while a
 plain network need not. This script measures that: for every cell of the digit invariance
 tables (``benchmarks/reproduce.py --only invariance``) that is in the ledger, it loads the
-cell's saved model (never trains), scores it on the same upright split as its ledger row (with
-the same BN statistics, `reproduce.legacy_precise_bn`), and writes the errors, the 6 <-> 9
+cell's saved model (never trains), scores it as saved (with the BN statistics `train` stored
+in it) on the same upright split as its ledger row, and writes the errors, the 6 <-> 9
 confusions and the most confused class pairs.
 
 Usage:
     python benchmarks/class_confusion.py --runs-dir RUNS [--tables invariance_mnist ...]
         [--epochs N] [--steps-per-epoch N]  (the cells of another budget, as reproduce.py)
+        [--data-root DIR]  (holding mnist/; default $CBCN_DATA, as reproduce.py)
 
 Writes ``class_confusion.csv`` into --out (default benchmarks/results), one row per cell, with
 the command that produced it. `benchmarks/report.py` puts it beside the invariance tables.
@@ -24,9 +25,10 @@ import sys
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-if HERE not in sys.path:  # loaded by path (the tests): report.py lives beside this file
+if HERE not in sys.path:  # loaded by path (the tests): the campaign package lives beside it
     sys.path.insert(0, HERE)
-from report import _reproduce  # noqa: E402  (benchmarks/reproduce.py, loaded once)
+from campaign import cells as campaign_cells  # noqa: E402
+from campaign import ledger  # noqa: E402
 
 TABLES = ("invariance_digits", "invariance_mnist")  # the digit datasets
 PAIR = (6, 9)  # the classes a 180-degree turn maps onto each other (nearly)
@@ -70,21 +72,20 @@ def confusion_matrix(model, config) -> np.ndarray:
     return total
 
 
-def cell_row(cell, row, runs_dir) -> dict:
+def cell_row(cell, row, runs_dir, data_root=None) -> dict:
     """One COLUMNS row (without the command) for a ledger cell with a saved model."""
     from cbcn_tf import training
 
-    reproduce = _reproduce()
-    run_dir = reproduce.trained_run_dir(cell, row, runs_dir)
+    run_dir = ledger.trained_run_dir(cell, row, runs_dir)
     if run_dir is None:
         raise FileNotFoundError(f"{cell.run_name()}: no model.h5 (pass its --runs-dir)")
-    config = reproduce.cell_config(cell)
+    campaign_cells.require_data_root([cell], data_root)
+    config = campaign_cells.cell_config(cell, data_root)
     model = training.load_model(run_dir)
-    reproduce.legacy_precise_bn(model, config, run_dir)  # as its ledger row was scored
     matrix = confusion_matrix(model, config)
     n, errors = int(matrix.sum()), int(matrix.sum() - np.trace(matrix))
     pair, top = pair_counts(matrix)
-    return dict(zip(reproduce.KEY, cell.key()), evidence=cell.sweep,
+    return dict(zip(ledger.KEY, cell.key()), evidence=cell.sweep,
                 score_split=config.eval_split, n=n, errors=errors, top1=f"{1 - errors / n:.4f}",
                 ledger_top1=row.get("top1", ""), errors_6_9=pair,
                 share_6_9=f"{pair / errors:.3f}" if errors else "0",
@@ -94,8 +95,10 @@ def cell_row(cell, row, runs_dir) -> dict:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs-dir", required=True,
-                        help="where the campaign's run folders are (ledger rows' --output "
-                             "win when they exist)")
+                        help="the campaign's --runs-dir (ledger rows name their folders "
+                             "below it)")
+    parser.add_argument("--data-root", default=os.environ.get(campaign_cells.DATA_ENV) or None,
+                        help="folder holding mnist/ (as reproduce.py; default: $CBCN_DATA)")
     parser.add_argument("--tables", nargs="+", choices=TABLES, default=list(TABLES))
     parser.add_argument("--ledger", default=os.path.join(HERE, "results", "reproduce.csv"))
     parser.add_argument("--epochs", type=int, default=None,
@@ -106,19 +109,19 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     import cbcn_tf  # noqa: F401  (Keras 2 first)
     from cbcn_tf import files
+    from cbcn_tf.errors import ConfigError
 
-    reproduce = _reproduce()
     command = shlex.join(["python", os.path.relpath(__file__), *(argv or sys.argv[1:])])
-    by_key = {reproduce.row_key(r): r for r in reproduce.read_ledger(args.ledger)}
+    by_key = {ledger.row_key(r): r for r in ledger.read_ledger(args.ledger)}
     rows = []
-    for cell in reproduce.all_cells(["invariance"], epochs=args.epochs,
-                                    steps_per_epoch=args.steps_per_epoch):
+    for cell in campaign_cells.all_cells(["invariance"], epochs=args.epochs,
+                                         steps_per_epoch=args.steps_per_epoch):
         row = by_key.get(cell.key())
         if cell.sweep not in args.tables or row is None or row.get("status", "ok") != "ok":
             continue
         try:
-            result = dict(cell_row(cell, row, args.runs_dir), command=command)
-        except FileNotFoundError as exc:
+            result = dict(cell_row(cell, row, args.runs_dir, args.data_root), command=command)
+        except (FileNotFoundError, ConfigError) as exc:
             print(f"error: {exc}; nothing written.")
             return 1
         print(f"{cell.sweep} {cell.arm} s{cell.seed}: top1 {result['top1']} (ledger "

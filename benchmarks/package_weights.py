@@ -1,7 +1,7 @@
 """Package trained weights from finished ledger cells into ``models/weights/``.
 
-For each entry of ``PACKAGES`` the cell's run folder (its ledger row's ``--output``, else
-``--runs-dir``) is loaded, its weights are copied into a fresh zoo model and written as
+For each entry of ``PACKAGES`` the cell's run folder (below ``--runs-dir``, as its ledger row's
+``run_dir`` names it) is loaded, its weights are copied into a fresh zoo model and written as
 ``NAME_WEIGHTS.h5`` (Keras HDF5 weights); the packaged file is scored again on the cell's
 split (rotated for the rotated protocol) with `cbcn_tf.training.evaluate`, exactly as
 ``cbcn evaluate NAME:WEIGHTS`` scores it, and ``registry.json`` records its sha256, command, recipe, seed,
@@ -30,9 +30,9 @@ STAGE = (5, 10, 20, 40)  # the LeNet defaults, so create_model(..., weights=...)
 
 
 def _cells(seed, epochs):
-    import reproduce
+    from campaign.cells import mnist_cells
 
-    cells = {(c.arm, c.protocol): c for c in reproduce.mnist_cells(epochs)
+    cells = {(c.arm, c.protocol): c for c in mnist_cells(epochs)
              if c.seed == seed and c.kernel_stage == STAGE}
     return [(cells[key], weights) for key, weights in PACKAGES.items()]
 
@@ -77,9 +77,9 @@ IMAGES = {"test": 10_000}
 
 
 def _config(cell):
-    import reproduce
+    from campaign.cells import cell_config
 
-    return reproduce.cell_config(cell)
+    return cell_config(cell)
 
 
 def main(argv=None) -> int:
@@ -92,15 +92,14 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
 
     import cbcn_tf  # noqa: F401  (Keras 2 before anything touches tf.keras)
-    import reproduce
+    from campaign import ledger
     from cbcn_tf import files
 
-    rows = {reproduce.row_key(r): r for r in reproduce.read_ledger(args.ledger
-                                                                    or reproduce.LEDGER)}
+    rows = {ledger.row_key(r): r for r in ledger.read_ledger(args.ledger or ledger.LEDGER)}
     entries = []
     for cell, weights in _cells(args.seed, args.epochs):
         row = rows.get(cell.key())
-        run_dir = reproduce.trained_run_dir(cell, row, args.runs_dir) if row else None
+        run_dir = ledger.trained_run_dir(cell, row, args.runs_dir) if row else None
         if run_dir is None:
             print(f"skipped {cell.run_name()}: not in the ledger or no run folder")
             continue

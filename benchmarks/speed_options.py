@@ -1,7 +1,7 @@
 """Training step time of the CIFAR CBCN with Keras / tf.data speed options, side by side.
 
 Variants (config keys of `cbcn_tf.config.TrainConfig`, applied to the campaign's CIFAR-10
-recipe ``benchmarks/recipes/cifar10_resnet18_cbcn.yaml``): the current default, XLA
+recipe ``benchmarks/recipes/cifar10_resnet18.yaml``, the CBCN K = 4): the current default, XLA
 (``jit_compile``), several steps per call (``steps_per_execution``), the decoded source images
 kept in memory (``cache``; filled by one full pass before timing) and all three together.
 Every variant's model, optimizer and pipeline are built the way ``cbcn train`` builds them;
@@ -23,8 +23,9 @@ import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RECIPE = os.path.join(HERE, "recipes", "cifar10_resnet18_cbcn.yaml")
-CIFAR = os.path.normpath(os.path.join(HERE, "..", "..", "shared", "datasets", "cifar10"))
+RECIPE = os.path.join(HERE, "recipes", "cifar10_resnet18.yaml")
+# The campaign's data root (benchmarks/reproduce.py --data-root) holds the ImageFolder copy.
+CIFAR = os.path.join(os.environ.get("CBCN_DATA", "."), "cifar10")
 OUT = os.path.join(HERE, "results", "speed_options.json")
 
 VARIANTS = {
@@ -84,7 +85,8 @@ def main(argv=None):
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--steps", type=int, default=60, help="timed steps per round")
     parser.add_argument("--warmup", type=int, default=20, help="untimed steps per round")
-    parser.add_argument("--data", default=CIFAR, help="CIFAR-10 ImageFolder root")
+    parser.add_argument("--data", default=CIFAR,
+                        help="CIFAR-10 ImageFolder root (default: $CBCN_DATA/cifar10)")
     parser.add_argument("--out", default=OUT)
     parser.add_argument("--variants", default=",".join(VARIANTS))
     args = parser.parse_args(argv)

@@ -168,7 +168,7 @@ def _check_destination(path) -> None:
 
 
 def _warn_float_export(model) -> None:
-    from cbcn_tf.summary import iter_layers
+    from cbcn_tf.rewrite import iter_layers
 
     binary = [layer.name for layer in iter_layers(model)
               if getattr(layer, "kernel_quantizer", None) is not None]

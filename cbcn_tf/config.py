@@ -1,10 +1,13 @@
 """Training configs: typed defaults, YAML recipes, ``key=value`` overrides, resolved-config files.
 
-A config is a frozen `TrainConfig`. Recipes (``cbcn_tf/recipes/*.yaml``, or any YAML file) set
-some of its keys; ``--set key=value`` overrides are parsed as YAML values and type-checked
-against the field types, so ``--set epochs=ten`` or ``--set lrr=0.1`` fail with a message
-naming the key, what was expected and the valid keys. ``model_kwargs.NAME=value`` sets one
-keyword of the model function (the model function itself rejects unknown ones).
+A config is a frozen `TrainConfig`, which converts every value to its field's type when it is
+made (from a recipe, an override, config.yaml or code). Recipes (``cbcn_tf/recipes/*.yaml``,
+or any YAML file) set some of its keys; ``--set key=value`` overrides are parsed as YAML
+values, so ``--set epochs=ten`` or ``--set lrr=0.1`` fail with a message naming the key, what
+was expected and the valid keys. ``model_kwargs.NAME=value`` sets one keyword of the model
+function (the model function itself rejects unknown ones). Values that cannot work together
+(`check_values`), the dataset and the model are checked by `cbcn_tf.training.resolve_config`,
+the one step that turns a config into the settings of a run.
 
 Example:
     >>> from cbcn_tf import config
@@ -117,8 +120,11 @@ class TrainConfig:
     tensorboard: bool = True
 
     def __post_init__(self):
-        # Stored as a tuple, so a config read back from YAML compares equal to the original.
-        object.__setattr__(self, "lr_milestones", tuple(self.lr_milestones))
+        # Every value as its field's type, or a ConfigError naming the key: a TrainConfig made
+        # in code is as checked as one read from YAML, and one read back from config.yaml
+        # compares equal to the one written (lr_milestones a tuple, model_kwargs plain lists).
+        for field in dataclasses.fields(self):
+            object.__setattr__(self, field.name, _as_field(field.name, getattr(self, field.name)))
 
     def as_dict(self) -> dict:
         """Plain YAML-ready values (tuples become lists)."""
@@ -157,12 +163,14 @@ def from_dict(values: dict, *, source: str = "config") -> TrainConfig:
     if not isinstance(values, dict):
         raise ConfigError(
             f"{source} must be a YAML mapping of key: value, got {type(values).__name__}.")
-    checked = {key: _check(key, value, source) for key, value in values.items()}
-    return TrainConfig(**checked)
+    for key in values:
+        _check_key(key, source)
+    return TrainConfig(**values)
 
 
 def check_values(config: TrainConfig) -> None:
-    """Raise ConfigError for values of the right type that still cannot work together.
+    """Raise ConfigError for values of the right type that still cannot work together
+    (`cbcn_tf.training.resolve_config` runs it first).
 
     Example:
         >>> check_values(TrainConfig(lr_scaling="linear"))
@@ -201,10 +209,11 @@ def apply_overrides(config: TrainConfig, overrides) -> TrainConfig:
     model_kwargs = dict(config.model_kwargs)
     for key, value in parse_assignments(overrides):
         if key.startswith("model_kwargs."):
-            model_kwargs[key.split(".", 1)[1]] = _plain(value)
+            model_kwargs[key.split(".", 1)[1]] = value
             changes["model_kwargs"] = model_kwargs
         else:
-            changes[key] = _check(key, value, "--set")
+            _check_key(key, "--set")
+            changes[key] = value
     return dataclasses.replace(config, **changes)
 
 
@@ -259,24 +268,6 @@ def read_config(path) -> TrainConfig:
     return from_dict(values, source=str(path))
 
 
-def with_absolute_paths(config: TrainConfig) -> TrainConfig:
-    """``data_dir`` and a ``folder:PATH`` dataset made absolute (what config.yaml stores), so a
-    run can be evaluated or resumed from any working directory.
-
-    Example:
-        >>> cfg = with_absolute_paths(TrainConfig(dataset="image_folder", data_dir="imgs"))
-        >>> os.path.isabs(cfg.data_dir)
-        True
-    """
-    changes = {}
-    if config.data_dir is not None:
-        changes["data_dir"] = os.path.abspath(os.path.expanduser(config.data_dir))
-    if config.dataset.startswith("folder:"):
-        path = config.dataset[len("folder:"):]
-        changes["dataset"] = "folder:" + os.path.abspath(os.path.expanduser(path))
-    return dataclasses.replace(config, **changes) if changes else config
-
-
 def _read_recipe(recipe) -> dict:
     path = os.fspath(recipe)
     if os.path.isfile(path):
@@ -309,8 +300,8 @@ def _read_recipe(recipe) -> dict:
     return values
 
 
-def _check(key: str, value, source: str):
-    """Return ``value`` converted to the type of field ``key``, or raise ConfigError."""
+def _check_key(key: str, source: str) -> None:
+    """Raise ConfigError, naming ``source`` and the closest valid key, if ``key`` is none."""
     if key not in FIELD_TYPES:
         close = difflib.get_close_matches(key, FIELD_TYPES, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
@@ -318,6 +309,10 @@ def _check(key: str, value, source: str):
             f"{source}: unknown config key {key!r}.{hint} Valid keys: {', '.join(valid_keys())} "
             "(and model_kwargs.NAME for keyword arguments of the model function)."
         )
+
+
+def _as_field(key: str, value):
+    """Return ``value`` converted to the type of field ``key``, or raise ConfigError."""
     kind = FIELD_TYPES[key]
     if typing.get_origin(kind) is Literal and value not in typing.get_args(kind):
         raise ConfigError(
@@ -342,7 +337,9 @@ def _as(value, kind):
         return tuple(_as(item, args[0]) for item in value)
     if kind is float and not isinstance(value, bool):
         return float(value)  # PyYAML (YAML 1.1) reads "5e-4" as a string: a float to a user
-    if type(value) is kind or (kind is dict and isinstance(value, dict)):
+    if kind is dict and isinstance(value, dict):
+        return _plain(value)
+    if type(value) is kind:
         return value
     raise TypeError(value)
 

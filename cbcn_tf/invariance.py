@@ -36,7 +36,7 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
-from cbcn_tf import cif
+from cbcn_tf import cif, rewrite
 from cbcn_tf.layers import CBConv2D
 from cbcn_tf.orientation_layers import (  # noqa: F401  (public names of this module too)
     LiftingConv2D, CirculantConv2D, OrientationAlign, OrientationBatchNormalization,
@@ -133,10 +133,32 @@ _POOLS = (tf.keras.layers.MaxPool2D, tf.keras.layers.AveragePooling2D)
 
 
 class _Rewriter:
+    """``replace`` and ``carry`` of :func:`cbcn_tf.rewrite.rewrite` for one model: tracks
+    which layers output orientation channels and collects what cannot keep them."""
+
     def __init__(self, orientations, options: Invariance):
         self.k = orientations
         self.opts = options
         self.problems = []
+        self.oriented = {}  # layer name -> whether its output carries orientation channels
+
+    def replace(self, layer, calls):
+        if len(calls) > 1:
+            raise ValueError(f"{layer.name} is called {len(calls)} times; make_invariant "
+                             "rebuilds models whose layers are used once.")
+        oriented = any(self.oriented.get(name, False) for name in calls[0])
+        new, self.oriented[layer.name] = self.layer(layer, layer.input_shape, oriented)
+        return new
+
+    def carry(self, old, new_layers):
+        """Same shapes: the old weights; orientation-shared BN / PReLU: the mean over each
+        map's K channels; otherwise the initialisation."""
+        new = new_layers[0]
+        weights = old.get_weights()
+        if [w.shape for w in weights] == [w.shape for w in new.get_weights()]:
+            new.set_weights(weights)
+        elif isinstance(new, (OrientationBatchNormalization, OrientationPReLU)):
+            new.set_weights([np.reshape(w, (-1, self.k)).mean(axis=1) for w in weights])
 
     def _clone(self, layer):
         return layer.__class__.from_config(layer.get_config())
@@ -293,29 +315,6 @@ class _Rewriter:
         return [self._clone(layer)], True
 
 
-def _graph(model):
-    """(layer, [(inbound layer name, tensor index), ...]) in topological order."""
-    if isinstance(model, tf.keras.Sequential):
-        previous, order = None, []
-        for layer in model.layers:
-            order.append((layer, [(previous, 0)] if previous else None))
-            previous = layer.name
-        return order
-    layers = {layer.name: layer for layer in model.layers}
-    order = []
-    for entry in model.get_config()["layers"]:
-        layer = layers[entry["config"]["name"]]
-        nodes = entry["inbound_nodes"]
-        if len(nodes) > 1:
-            raise ValueError(f"{layer.name} is called {len(nodes)} times; make_invariant "
-                             "rebuilds models whose layers are used once.")
-        if isinstance(layer, tf.keras.layers.InputLayer):
-            order.append((layer, []))
-            continue
-        order.append((layer, [(name, tensor) for name, _, tensor, *_ in nodes[0]]))
-    return order
-
-
 def make_invariant(model: tf.keras.Model, orientations: int = 4, invariant=True,
                    strict: bool = True) -> tf.keras.Model:
     """Rebuild ``model`` (functional or Sequential, fixed input size) invariant to quarter turns.
@@ -343,58 +342,12 @@ def make_invariant(model: tf.keras.Model, orientations: int = 4, invariant=True,
     if options is None:
         return model
     cif.check_orientations(orientations, 1)
-    graph = isinstance(model, tf.keras.Sequential) or getattr(model, "_is_graph_network", False)
-    if not (model.built and graph):
-        raise ValueError("make_invariant needs a built functional or Sequential model.")
+    rewrite.require_graph_model(model, "make_invariant")
     rewriter = _Rewriter(orientations, options)
-    tensors, oriented, new_layers = {}, {}, {}
-    inputs = []
-    for layer, inbound in _graph(model):
-        if isinstance(layer, tf.keras.layers.InputLayer):
-            shape = layer.get_config()["batch_input_shape"][1:]
-            x = tf.keras.Input(shape, name=layer.name)
-            inputs.append(x)
-            tensors[(layer.name, 0)], oriented[layer.name] = x, False
-            continue
-        if inbound is None:  # first layer of a Sequential model
-            x = tf.keras.Input(model.input_shape[1:])
-            inputs.append(x)
-            inbound = [("__input__", 0)]
-            tensors[("__input__", 0)], oriented["__input__"] = x, False
-        args = [tensors[(name, index)] for name, index in inbound]
-        is_oriented = any(oriented[name] for name, _ in inbound)
-        in_shape = args[0].shape
-        replacement, out_oriented = rewriter.layer(layer, in_shape, is_oriented)
-        y = args if len(args) > 1 else args[0]
-        for new in replacement:
-            y = new(y)
-        new_layers[layer.name] = replacement[0]
-        outputs = y if isinstance(y, (list, tuple)) else [y]
-        for index, tensor in enumerate(outputs):
-            tensors[(layer.name, index)] = tensor
-        oriented[layer.name] = out_oriented
+    new_model = rewrite.rewrite(model, rewriter.replace, rewriter.carry)
     if rewriter.problems and strict:
         raise ValueError(
             f"make_invariant(orientations={orientations}) cannot keep the orientation "
             f"structure of {model.name}:\n  " + "\n  ".join(rewriter.problems) +
             "\nPass strict=False to leave those layers as they are.")
-    if isinstance(model, tf.keras.Sequential):
-        out = tensors[(model.layers[-1].name, 0)]
-    else:
-        out = [tensors[(name, index)] for name, _, index in model.get_config()["output_layers"]]
-        out = out if len(out) > 1 else out[0]
-    new_model = tf.keras.Model(inputs if len(inputs) > 1 else inputs[0], out, name=model.name)
-    _transfer_weights(model, new_model, new_layers, orientations)
     return new_model
-
-
-def _transfer_weights(model, new_model, new_layers, k):
-    for layer in model.layers:
-        new = new_layers.get(layer.name)
-        if new is None or isinstance(layer, tf.keras.layers.InputLayer):
-            continue
-        old, target = layer.get_weights(), new.get_weights()
-        if [w.shape for w in old] == [w.shape for w in target]:
-            new.set_weights(old)
-        elif isinstance(new, (OrientationBatchNormalization, OrientationPReLU)):
-            new.set_weights([np.reshape(w, (-1, k)).mean(axis=1) for w in old])

@@ -19,9 +19,9 @@ import tensorflow as tf
 
 from cbcn_tf import cif
 from cbcn_tf import quantizers as cbcn_quantizers
+from cbcn_tf.layers import SCALES
 
 _register = tf.keras.utils.register_keras_serializable(package="cbcn_tf")
-SCALES = ("layer_mean", "channel_mean", None)
 POOLS = ("max", "mean")
 HEADS = (*POOLS, "align")  # orientation heads of `cbcn_tf.invariance.Invariance.pool`
 STEMS = ("float", "binary")

@@ -4,7 +4,7 @@ The model is a run folder, a Keras ``.h5`` file (refused when it would run code,
 ``trusted``: see `cbcn_tf.model_files`), an LCE / TFLite ``.tflite`` file (run with LCE's
 interpreter) or packaged weights ``NAME:WEIGHTS`` (``cbcn_lenet:mnist``). Each image is
 prepared as the model's training prepared its dataset's images, by the same code
-(`cbcn_tf.augment.make_prepare`, evaluation mode):
+(`cbcn_tf.data.augment.make_prepare`, evaluation mode):
 
 * decoded as ``tf.image.decode_image`` decodes a training image. Image folders and ImageNet
   decode their files with the dataset's channel count, so a grayscale photo becomes RGB for an
@@ -37,8 +37,8 @@ import numpy as np
 import tensorflow as tf
 
 from cbcn_tf import data as data_lib
-from cbcn_tf import image_folders
-from cbcn_tf.augment import make_prepare
+from cbcn_tf.data import image_folders
+from cbcn_tf.data.augment import make_prepare
 from cbcn_tf.errors import ConfigError, DataError, MissingFileError, ModelFileError
 
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse",

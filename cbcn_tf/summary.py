@@ -33,24 +33,10 @@ import tensorflow as tf
 from cbcn_tf import files
 from cbcn_tf.invariance import CirculantConv2D, LiftingConv2D
 from cbcn_tf.layers import CBConv2D
+from cbcn_tf.rewrite import is_binary_layer, iter_layers
 
 COUNTS = ("binary_macs", "float_macs", "learned_binary_weights", "deployed_binary_weights",
           "float_params")
-
-
-def is_binary_layer(layer) -> bool:
-    """Input and kernel both quantised to 1 bit (what larq.models.summary calls binary)."""
-    return all(getattr(getattr(layer, attr, None), "precision", None) == 1
-               for attr in ("input_quantizer", "kernel_quantizer"))
-
-
-def iter_layers(model):
-    """Every layer of ``model``, descending into nested models."""
-    for layer in model.layers:
-        if isinstance(layer, tf.keras.Model):
-            yield from iter_layers(layer)
-        else:
-            yield layer
 
 
 def _output_pixels(layer) -> int:

@@ -40,7 +40,7 @@ from cbcn_tf.converters.materialize import BINARY_SUFFIX, is_binary_conv2d, mate
 from cbcn_tf.converters.parity import Parity, ParityWarning, check_parity
 from cbcn_tf.errors import ExportError
 from cbcn_tf.layers import CBConv2D
-from cbcn_tf.summary import is_binary_layer, iter_layers
+from cbcn_tf.rewrite import is_binary_layer, iter_layers
 
 
 class FloatFallbackWarning(UserWarning):

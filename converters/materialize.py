@@ -9,9 +9,10 @@ import larq as lq
 import numpy as np
 import tensorflow as tf
 
+from cbcn_tf import rewrite
 from cbcn_tf.errors import ExportError
 from cbcn_tf.layers import CBConv2D
-from cbcn_tf.summary import is_binary_layer, iter_layers
+from cbcn_tf.rewrite import is_binary_layer, iter_layers
 
 # Suffix of the binary conv that replaces a CBConv2D; the ChannelScale keeps the CBConv's name
 # so every consumer stays wired to it.
@@ -76,57 +77,26 @@ def _binary_kernel_and_scale(layer: CBConv2D):
     return kernel.astype(np.float32), multiplier.astype(np.float32)
 
 
-def _replacement_entries(layer: CBConv2D, entry: dict, existing: set):
-    """Config entries (binary conv, scale) that replace a CBConv2D's entry."""
-    conv_name = layer.name + BINARY_SUFFIX
-    while conv_name in existing:
-        conv_name += "_"
+def _replacement(layer, calls):
+    """A CBConv2D's binary conv and scale (which keeps its name); None for other layers."""
+    if not isinstance(layer, CBConv2D):
+        return None
     conv = lq.layers.QuantConv2D(
         layer.filters, layer.kernel_size, strides=layer.strides, padding=layer.padding,
         pad_values=layer.pad_values, input_quantizer=layer.input_quantizer,
         kernel_quantizer="ste_sign",
         kernel_constraint="weight_clip",  # irrelevant for export; silences larq's warning
-        use_bias=False, name=conv_name,
+        use_bias=False, name=layer.name + BINARY_SUFFIX,
     )
-    scale = ChannelScale(use_bias=layer.use_bias, activation=layer.activation, name=layer.name)
-    conv_entry = {**tf.keras.layers.serialize(conv), "name": conv_name}
-    scale_entry = {**tf.keras.layers.serialize(scale), "name": layer.name}
-    if "inbound_nodes" in entry:  # functional: node i of the scale reads node i of the conv
-        conv_entry["inbound_nodes"] = entry["inbound_nodes"]
-        scale_entry["inbound_nodes"] = [[[conv_name, i, 0, {}]]
-                                        for i in range(len(entry["inbound_nodes"]))]
-    return conv_entry, scale_entry
+    return [conv, ChannelScale(use_bias=layer.use_bias, activation=layer.activation,
+                               name=layer.name)]
 
 
-def _rewrite_config(model, config: dict) -> dict:
-    layers = {layer.name: layer for layer in model.layers}
-    existing = set(layers)
-    entries = []
-    for entry in config["layers"]:
-        layer = layers.get(entry["config"].get("name"))
-        if isinstance(layer, CBConv2D):
-            entries.extend(_replacement_entries(layer, entry, existing))
-        elif isinstance(layer, tf.keras.Model) and _has_cbconv(layer):
-            entries.append({**entry, "config": _rewrite_config(layer, entry["config"])})
-        else:
-            entries.append(entry)
-    return {**config, "layers": entries}
-
-
-def _copy_weights(source, target) -> None:
-    for layer in source.layers:
-        if isinstance(layer, tf.keras.layers.InputLayer):
-            continue
-        if isinstance(layer, CBConv2D):
-            scale = target.get_layer(layer.name)
-            conv = scale.inbound_nodes[0].inbound_layers
-            kernel, multiplier = _binary_kernel_and_scale(layer)
-            conv.set_weights([kernel])
-            scale.set_weights([multiplier] + ([layer.bias.numpy()] if layer.use_bias else []))
-        elif isinstance(layer, tf.keras.Model):
-            _copy_weights(layer, target.get_layer(layer.name))
-        else:
-            target.get_layer(layer.name).set_weights(layer.get_weights())
+def _carry(layer: CBConv2D, new_layers) -> None:
+    conv, scale = new_layers
+    kernel, multiplier = _binary_kernel_and_scale(layer)
+    conv.set_weights([kernel])
+    scale.set_weights([multiplier] + ([layer.bias.numpy()] if layer.use_bias else []))
 
 
 def _has_cbconv(model) -> bool:
@@ -150,16 +120,5 @@ def materialize_cbconv(model: tf.keras.Model) -> tf.keras.Model:
     """
     if not _has_cbconv(model):
         return model
-    graph_models = [model] + [m for m in model.submodules if isinstance(m, tf.keras.Model)]
-    if not all(isinstance(m, tf.keras.Sequential) or getattr(m, "_is_graph_network", False)
-               for m in graph_models):
-        raise ExportError(
-            f"{model.name} is a subclassed Keras model; exporting CBConv2D layers rewrites the "
-            "model's config, which needs the functional or Sequential API. Rebuild it with "
-            "tf.keras.Model(inputs, outputs) and copy the weights."
-        )
-    config = _rewrite_config(model, model.get_config())
-    base = tf.keras.Sequential if isinstance(model, tf.keras.Sequential) else tf.keras.Model
-    clone = base.from_config(config)
-    _copy_weights(model, clone)
-    return clone
+    rewrite.require_graph_model(model, "exporting CBConv2D layers", ExportError, nested=True)
+    return rewrite.rewrite(model, _replacement, _carry, nested=True)

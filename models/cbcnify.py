@@ -7,7 +7,7 @@ import tensorflow as tf
 from cbcn_tf import cif
 from cbcn_tf.invariance import make_invariant
 from cbcn_tf.layers import CBConv2D
-from cbcn_tf.summary import is_binary_layer
+from cbcn_tf.rewrite import is_binary_layer, require_graph_model, rewrite
 
 
 def cbcnify(model: tf.keras.Model, orientations: int = 4, strict: bool = True,
@@ -45,10 +45,7 @@ def cbcnify(model: tf.keras.Model, orientations: int = 4, strict: bool = True,
         16
     """
     cif.check_orientations(orientations, 1)
-    graph = isinstance(model, tf.keras.Sequential) or getattr(model, "_is_graph_network", False)
-    if not (model.built and graph):
-        raise ValueError("cbcnify needs a built functional or Sequential model; subclassed or "
-                         "unbuilt models cannot be rebuilt layer by layer.")
+    require_graph_model(model, "cbcnify")
     convertible, problems = set(), []
     for layer in model.layers:
         if _is_binary_conv(layer):
@@ -68,15 +65,11 @@ def cbcnify(model: tf.keras.Model, orientations: int = 4, strict: bool = True,
             "layer(s):\n  " + "\n  ".join(problems) + "\nPass strict=False to leave them as "
             "they are.")
 
-    def clone(layer):
-        if layer.name in convertible:
-            return _to_cbconv(layer, orientations)
-        return layer.__class__.from_config(layer.get_config())
+    def replace(layer, calls):
+        return _to_cbconv(layer, orientations) if layer.name in convertible else None
 
-    new_model = tf.keras.models.clone_model(model, clone_function=clone)
-    for layer in model.layers:
-        if layer.name not in convertible:
-            new_model.get_layer(layer.name).set_weights(layer.get_weights())
+    # Converted convs start from CBConv2D's initialisation: W is not the old kernel.
+    new_model = rewrite(model, replace, carry=lambda old, new_layers: None)
     if invariant:
         new_model = make_invariant(new_model, orientations, invariant, strict=strict)
     return new_model

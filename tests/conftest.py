@@ -142,3 +142,27 @@ def subprocess_env():
         return values
 
     return env
+
+
+# --- markers (registered in pytest.ini) ------------------------------------------------------
+
+# Fixtures that start a process: a test using one is marked `subprocess`.
+SUBPROCESS_FIXTURES = frozenset({"subprocess_env", "small_tmpfs"})
+
+
+def _uses_module_fixture(item) -> bool:
+    info = getattr(item, "_fixtureinfo", None)
+    return any(defs and defs[-1].scope == "module"
+               for defs in getattr(info, "name2fixturedefs", {}).values())
+
+
+def pytest_collection_modifyitems(config, items):
+    grouping = config.pluginmanager.hasplugin("xdist")
+    for item in items:
+        if SUBPROCESS_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.subprocess)
+        # pytest-xdist `--dist loadgroup` (make test): the tests sharing a module-scoped
+        # fixture (a trained run, killed and restarted runs, an exported file) run on one
+        # worker, so the fixture is built once instead of once per worker.
+        if grouping and _uses_module_fixture(item):
+            item.add_marker(pytest.mark.xdist_group(item.nodeid.split("::")[0]))

@@ -1,12 +1,38 @@
-"""Plain-loop NumPy references written from docs/METHOD.md §2-§5, independent of cbcn_tf.cif."""
+"""Plain-loop NumPy references written from docs/METHOD.md §2-§5, independent of cbcn_tf.cif,
+and where the tests find real data."""
 import math
 import os
 
 import numpy as np
 
-# The four original MNIST IDX files: $CBCN_MNIST_DIR, else shared/ beside the repository.
-MNIST_ROOT = os.environ.get("CBCN_MNIST_DIR") or os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "datasets", "mnist")
+# --- real data -------------------------------------------------------------------------------
+# $CBCN_DATA names a folder holding mnist/ (the four original IDX .gz files) and cifar10/train
+# (a CIFAR-10 ImageFolder). The MNIST test split ships in tests/data/mnist, so the tests that
+# read only that split run on every clone; the others skip with NEEDS_DATA without CBCN_DATA.
+MNIST_TEST_FILES = ("t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+MNIST_FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz", *MNIST_TEST_FILES)
+PACKAGED_MNIST = os.path.join(os.path.dirname(os.path.abspath(__file__)), "data", "mnist")
+NEEDS_DATA = ("set CBCN_DATA to a folder with mnist/ (the four IDX files) and cifar10/train "
+              "(a CIFAR-10 ImageFolder) to run this test")
+
+
+def _in_data(*parts):
+    root = os.environ.get("CBCN_DATA")
+    return os.path.join(os.path.expanduser(root), *parts) if root else None
+
+
+def _holds(folder, names):
+    return folder is not None and all(os.path.isfile(os.path.join(folder, n)) for n in names)
+
+
+# The four MNIST files ($CBCN_DATA/mnist), or None: tests reading the training split skip.
+MNIST_ROOT = _in_data("mnist") if _holds(_in_data("mnist"), MNIST_FILES) else None
+# The MNIST test split: $CBCN_DATA/mnist when it holds the test files, else tests/data/mnist.
+MNIST_TEST_ROOT = (_in_data("mnist") if _holds(_in_data("mnist"), MNIST_TEST_FILES)
+                   else PACKAGED_MNIST)
+# The CIFAR-10 ImageFolder root ($CBCN_DATA/cifar10, holding train/<class>/...), or None.
+CIFAR_ROOT = (_in_data("cifar10") if _in_data("cifar10")
+              and os.path.isdir(os.path.join(_in_data("cifar10"), "train")) else None)
 
 
 def idx_bytes(array):

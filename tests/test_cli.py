@@ -12,6 +12,38 @@ import tensorflow as tf
 from cbcn_tf import cli, config as config_lib, training
 from cbcn_tf.data import load_dataset
 
+
+def score_table(out):
+    """`cbcn evaluate`'s table as {split: {column: score}}, read by column: the header names
+    the columns, each score ends where its column's label ends (right-aligned), and the split
+    name is what stands before the first score."""
+    lines = out.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.split()[:1] == ["split"])
+    header = lines[start]
+    labels = header.split()[1:]
+    ends = [header.index(label) + len(label) for label in labels]
+    table = {}
+    for line in lines[start + 1:]:
+        if not line.strip():
+            break
+        name, first = line[:ends[0]].rsplit(None, 1)
+        cells = [first] + [line[a:b] for a, b in zip(ends, ends[1:])]
+        assert not line[ends[-1]:].strip(), f"text right of the last column: {line!r}"
+        table[name.strip()] = {label: float(cell) for label, cell in zip(labels, cells)}
+    return table
+
+
+def markdown_rows(out):
+    """The rows of the first Markdown table in ``out``, as {column: cell text}."""
+    lines = [line.strip() for line in out.splitlines() if line.strip().startswith("|")]
+
+    def cells(line):
+        return [cell.strip() for cell in line.strip("|").split("|")]
+
+    header = cells(lines[0])
+    return [dict(zip(header, cells(line))) for line in lines[2:]]
+
+
 def test_train_writes_the_run_files(tiny_run):
     for name in ("config.yaml", "history.csv", "model.h5", "summary.txt", "curves.png"):
         assert os.path.getsize(tiny_run / name) > 0, name
@@ -35,14 +67,13 @@ def test_resume_continues_at_the_next_epoch(tiny_run, tmp_path, train_cli):
 def test_evaluate_prints_what_model_evaluate_gives(tiny_run, capsys, run_cli):
     capsys.readouterr()
     assert run_cli("evaluate", tiny_run) == 0
-    lines = capsys.readouterr().out.splitlines()
-    printed = {line.rsplit(None, 3)[0]: [float(v) for v in line.split()[-3:]] for line in lines[1:]}
+    printed = score_table(capsys.readouterr().out)
     assert set(printed) == {"test", "test (rotated)"}
 
     model = training.load_model(tiny_run)
     training.compile_for_classification(model)
     for name, rotate in (("test", False), ("test (rotated)", True)):
-        top1, top5, loss = printed[name]
+        top1, top5, loss = (printed[name][column] for column in ("top-1", "top-5", "loss"))
         expected = model.evaluate(load_dataset("digits", "test", rotate=rotate), verbose=0,
                                   return_dict=True)
         assert 0.0 <= top1 <= top5 <= 1.0
@@ -55,8 +86,7 @@ def test_evaluate_at_fixed_angles_matches_turned_data(tiny_run, capsys, run_cli)
     capsys.readouterr()
     assert run_cli("evaluate", tiny_run, "--no-rotated", "--angle", "0", "--angle", "90",
                    "--angle", "-22.5") == 0
-    lines = capsys.readouterr().out.splitlines()
-    printed = {line.rsplit(None, 3)[0]: [float(v) for v in line.split()[-3:]] for line in lines[1:]}
+    printed = score_table(capsys.readouterr().out)
     assert set(printed) == {"test", "test at 0 deg", "test at 90 deg", "test at -22.5 deg"}
     assert printed["test at 0 deg"] == printed["test"]
 
@@ -67,7 +97,8 @@ def test_evaluate_at_fixed_angles_matches_turned_data(tiny_run, capsys, run_cli)
         # angle on its own; the quarter turn itself is checked against NumPy below.
         data = load_dataset("digits", "test", angle=angle)
         expected = model.evaluate(data, verbose=0, return_dict=True)
-        np.testing.assert_allclose(printed[f"test at {angle:g} deg"],
+        row = printed[f"test at {angle:g} deg"]
+        np.testing.assert_allclose([row["top-1"], row["top-5"], row["loss"]],
                                    [expected["accuracy"], expected["top5"], expected["loss"]],
                                    atol=6e-5)
     upright = np.concatenate([x for x, _ in load_dataset("digits", "test")])
@@ -81,6 +112,7 @@ def test_evaluate_rejects_an_angle_that_is_not_a_number(tiny_run, capsys, run_cl
     assert f"{bad!r} is not a number of degrees" in capsys.readouterr().err
 
 
+@pytest.mark.slow  # a ResNet18 on 32x32 images
 def test_train_and_evaluate_on_mocked_cifar10(tmp_path, capsys, run_cli):
     tfds = pytest.importorskip("tensorflow_datasets")
     run = tmp_path / "cifar"
@@ -92,9 +124,9 @@ def test_train_and_evaluate_on_mocked_cifar10(tmp_path, capsys, run_cli):
         assert code == 0
         capsys.readouterr()
         assert run_cli("evaluate", run, "--no-rotated") == 0
-    (line,) = capsys.readouterr().out.splitlines()[1:]
-    top1, top5 = map(float, line.split()[1:3])
-    assert 0.0 <= top1 <= top5 <= 1.0
+    ((split, scores),) = score_table(capsys.readouterr().out).items()
+    assert split == "test"
+    assert 0.0 <= scores["top-1"] <= scores["top-5"] <= 1.0 and scores["loss"] > 0
     assert training.load_model(run).input_shape == (None, 32, 32, 3)
 
 
@@ -146,18 +178,36 @@ def test_list_commands(capsys, run_cli):
     assert capsys.readouterr().out.split() == config_lib.list_recipes()
 
 
+@pytest.mark.lce
 def test_convert_and_benchmark(tiny_run, tmp_path, capsys, run_cli, error_line):
-    pytest.importorskip("larq_compute_engine")
+    lce = pytest.importorskip("larq_compute_engine")
+    from cbcn_tf.converters import audit_ops
+
     path = tmp_path / "model.tflite"
     assert run_cli("convert", tiny_run, path) == 0
-    out = capsys.readouterr().out
-    assert path.stat().st_size > 0 and "LceBconv2d x3" in out and "max |diff|" in out
+    # The file holds one LCE binary conv per CBConv2D, and LCE's interpreter gives the Keras
+    # model's answers.
+    model = training.load_model(tiny_run)
+    cbconvs = [layer for layer in model.layers if isinstance(layer, cbcn_tf.CBConv2D)]
+    assert audit_ops(path.read_bytes()).counts["LceBconv2d"] == len(cbconvs) == 3
+    images, _ = next(iter(load_dataset("digits", "test", batch_size=32)))
+    keras = model.predict(images, verbose=0)
+    ours = lce.testing.Interpreter(path.read_bytes()).predict(images.numpy())
+    # Measured: within 5e-8 on every image. A sign that float rounding flips on one image
+    # may move that image's answer, hence 90 %.
+    assert np.mean(np.abs(ours - keras).max(axis=1) < 1e-5) >= 0.9
+    capsys.readouterr()
     assert run_cli("benchmark", path, "--runs", 2, "--warmup", 0, "--threads", 1) == 0
-    assert "| model.tflite | lce |" in capsys.readouterr().out
+    rows = markdown_rows(capsys.readouterr().out)
+    assert rows and all((row["model"], row["runtime"], row["threads"], row["runs"]) ==
+                        ("model.tflite", "lce", "1", "2") for row in rows)
+    assert all(0 < float(row["min ms"]) <= float(row["median ms"]) <= float(row["p90 ms"])
+               for row in rows)
     assert run_cli("benchmark", tmp_path / "missing.tflite") == 2
     assert "No .tflite file at" in error_line()
 
 
+@pytest.mark.subprocess
 def test_console_script_runs():
     script = os.path.join(os.path.dirname(sys.executable), "cbcn")
     done = subprocess.run([script, "list-models"], capture_output=True, text=True, timeout=120,

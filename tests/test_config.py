@@ -1,5 +1,9 @@
 """Configs: recipes, typed overrides, value checks, round trips (the config layer's errors)."""
+import dataclasses
+import os
+
 import cbcn_tf  # noqa: F401  (Keras 2 before tensorflow)
+import numpy as np
 import pytest
 
 from cbcn_tf import config as config_lib
@@ -77,3 +81,87 @@ def test_config_round_trips_through_yaml(tmp_path):
     cfg = config_lib.load_config("cifar10_resnet18_k4", ["model_kwargs.tied=true", "seed=7"])
     config_lib.save_config(cfg, tmp_path / "config.yaml")
     assert config_lib.read_config(tmp_path / "config.yaml") == cfg
+
+
+def test_configs_made_in_code_are_typed_and_round_trip(tmp_path):
+    with pytest.raises(config_lib.ConfigError) as info:
+        config_lib.TrainConfig(distribute="tpu")
+    assert str(info.value) == ("config key 'distribute' expects one of ['none', 'mirrored', "
+                               "'multi_worker'], got 'tpu'.")
+    with pytest.raises(config_lib.ConfigError, match="'epochs' expects int, got 2.5"):
+        config_lib.TrainConfig(epochs=2.5)
+    cfg = config_lib.TrainConfig(lr=1, lr_milestones=[3, 5],
+                                 model_kwargs={"input_shape": (16, 16, 1)})
+    assert type(cfg.lr) is float and cfg.lr_milestones == (3, 5)
+    config_lib.save_config(cfg, tmp_path / "config.yaml")
+    assert config_lib.read_config(tmp_path / "config.yaml") == cfg
+
+
+# --- training.resolve_config: the one step from a config to a run's settings -----------------
+
+
+def test_resolve_fills_what_the_dataset_decides_and_is_stable(tmp_path):
+    from cbcn_tf import data, training
+
+    cfg = config_lib.load_config("digits_demo", ["model_kwargs.orientations=2"])
+    resolved = training.resolve_config(cfg)
+    info = data.dataset_info("digits")
+    assert resolved.model_kwargs == {**cfg.model_kwargs, "num_classes": info.num_classes,
+                                     "input_shape": list(info.input_shape)}
+    assert dataclasses.replace(resolved, model_kwargs=cfg.model_kwargs) == cfg
+    # A restarted run recognises its config.yaml: resolving again and reading back change
+    # nothing.
+    assert training.resolve_config(resolved) == resolved
+    config_lib.save_config(resolved, tmp_path / "config.yaml")
+    assert config_lib.read_config(tmp_path / "config.yaml") == resolved
+
+
+def test_resolve_makes_image_folder_paths_absolute(tmp_path, monkeypatch):
+    from PIL import Image
+
+    from cbcn_tf import training
+
+    rng = np.random.default_rng(0)
+    for cls in ("a", "b", "c"):
+        os.makedirs(tmp_path / "imgs" / "train" / cls)
+        Image.fromarray(rng.integers(0, 256, (8, 12, 3), dtype=np.uint8)).save(
+            tmp_path / "imgs" / "train" / cls / "0.png")
+    monkeypatch.chdir(tmp_path)
+    root = str(tmp_path / "imgs")
+    by_name = training.resolve_config(config_lib.load_config(
+        "digits_demo", ["dataset=folder:imgs", "eval_split=train"]))
+    assert (by_name.dataset, by_name.data_dir) == (f"folder:{root}", None)
+    by_dir = training.resolve_config(config_lib.load_config(
+        "digits_demo", ["dataset=image_folder", "data_dir=imgs", "eval_split=train"]))
+    assert (by_dir.dataset, by_dir.data_dir) == ("image_folder", root)
+    for resolved in (by_name, by_dir):
+        assert resolved.model_kwargs["input_shape"] == [8, 12, 3]
+        assert resolved.model_kwargs["num_classes"] == 3
+        monkeypatch.chdir("/")  # the resolved settings hold no relative path
+        assert training.resolve_config(resolved) == resolved
+        monkeypatch.chdir(tmp_path)
+
+
+@pytest.mark.parametrize("overrides, replicas, message", [
+    (["lr=0"], 1, "config key 'lr' must be positive, got 0.0"),
+    (["dataset=digitz"], 1, "Unknown dataset 'digitz'"),
+    (["model=cbcn_lenett"], 1, "Unknown model 'cbcn_lenett'"),
+    (["model_kwargs.input_shape=[28, 28, 1]"], 1,
+     "model_kwargs.input_shape (28, 28, 1) does not match the digits images (16, 16, 1)"),
+    (["batch_size=30"], 4, "batch_size 30 is the global batch and must divide evenly across "
+                           "the 4 replicas; use a multiple of 4."),
+])
+def test_resolve_refuses_settings_that_cannot_work(overrides, replicas, message):
+    from cbcn_tf import errors, training
+
+    cfg = config_lib.load_config("digits_demo", overrides)
+    with pytest.raises(errors.CbcnError) as info:
+        training.resolve_config(cfg, replicas=replicas)
+    assert message in str(info.value) and "\n" not in str(info.value)
+
+
+def test_resolve_accepts_a_batch_that_splits_evenly():
+    from cbcn_tf import training
+
+    cfg = config_lib.load_config("digits_demo", ["batch_size=32"])
+    assert training.resolve_config(cfg, replicas=4).batch_size == 32

@@ -19,6 +19,8 @@ from cbcn_tf.layers import CBConv2D
 from cbcn_tf.models import create_model, list_models
 from tests.reference import randomize_statistics
 
+pytestmark = pytest.mark.lce  # every test here converts or refuses to convert
+
 
 @pytest.fixture(autouse=True)
 def _seed():
@@ -206,6 +208,7 @@ def test_dynamic_input_and_subclassed_models_refused(tmp_path):
         materialize_cbconv(model)
 
 
+@pytest.mark.subprocess
 def test_keras3_model_refused(tmp_path):
     fake = type("Functional", (), {"__module__": "keras.src.models.functional"})()
     with pytest.raises(TypeError, match="Keras 3"):

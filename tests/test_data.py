@@ -9,11 +9,8 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 import cbcn_tf.data as data
-import cbcn_tf.mnist_idx as mnist_idx
-from tests.reference import MNIST_ROOT, idx_bytes
-
-CIFAR_ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
-                          "datasets", "cifar10")  # shared/ sits beside the repository
+import cbcn_tf.data.mnist_idx as mnist_idx
+from tests.reference import CIFAR_ROOT, MNIST_ROOT, MNIST_TEST_ROOT, NEEDS_DATA, idx_bytes
 
 
 def collect(ds):
@@ -236,7 +233,7 @@ def test_validation_fraction_on_folder(tmp_path, make_folder):
     assert sizes == [8, 2]
 
 
-@pytest.mark.skipif(not os.path.isdir(CIFAR_ROOT), reason="real CIFAR-10 folder not present")
+@pytest.mark.skipif(CIFAR_ROOT is None, reason=NEEDS_DATA)
 def test_real_cifar10_folder():
     name = f"folder:{CIFAR_ROOT}"
     assert data.dataset_info(name).num_classes == 10
@@ -315,19 +312,20 @@ def test_mnist_idx_md5_mismatch_is_refused(tmp_path, monkeypatch):
         data.load_dataset("mnist", "train", data_dir=str(tmp_path))
 
 
-@pytest.mark.skipif(not os.path.isdir(MNIST_ROOT), reason="shared MNIST files not present")
 def test_real_mnist_matches_numpy_parse_of_the_idx_files():
-    images, labels = collect(data.load_dataset("mnist", "test", data_dir=MNIST_ROOT,
+    images, labels = collect(data.load_dataset("mnist", "test", data_dir=MNIST_TEST_ROOT,
                                                batch_size=2000))
-    reference_images = _parse_idx_numpy(os.path.join(MNIST_ROOT, "t10k-images-idx3-ubyte.gz"))
-    reference_labels = _parse_idx_numpy(os.path.join(MNIST_ROOT, "t10k-labels-idx1-ubyte.gz"))
+    reference_images = _parse_idx_numpy(os.path.join(MNIST_TEST_ROOT,
+                                                      "t10k-images-idx3-ubyte.gz"))
+    reference_labels = _parse_idx_numpy(os.path.join(MNIST_TEST_ROOT,
+                                                      "t10k-labels-idx1-ubyte.gz"))
     np.testing.assert_array_equal(_unnormalise(images)[..., 0], reference_images)
     np.testing.assert_array_equal(labels, reference_labels)
     # Published label counts of the test split (the files' README).
     assert np.bincount(labels).tolist() == [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 
 
-@pytest.mark.skipif(not os.path.isdir(MNIST_ROOT), reason="shared MNIST files not present")
+@pytest.mark.skipif(MNIST_ROOT is None, reason=NEEDS_DATA)
 def test_real_mnist_validation_split_and_rotation():
     train = data.load_dataset("mnist", "train", data_dir=MNIST_ROOT, validation_fraction=1 / 12)
     val = data.load_dataset("mnist", "validation", data_dir=MNIST_ROOT,

@@ -127,6 +127,7 @@ def test_each_input_pipeline_reads_a_disjoint_shard():
         assert abs(sum(shards[0].values()) - sum(shards[1].values())) <= 1
 
 
+@pytest.mark.slow  # `cbcn train` in a child process
 def test_multi_worker_without_tf_config_runs_as_one_worker(tmp_path, subprocess_env):
     """No TF_CONFIG: one local worker; it is the chief and writes the run."""
     code = subprocess.run(
@@ -174,6 +175,7 @@ def two_worker_run(tmp_path_factory, subprocess_env):
     return root, run, logs
 
 
+@pytest.mark.slow  # two worker processes train (two_worker_run)
 def test_two_workers_finish_and_only_the_chief_writes(two_worker_run):
     root, run, logs = two_worker_run
     assert "Input pipeline 0 of 2: batches of 16 per replica" in logs[0]
@@ -190,6 +192,7 @@ def test_two_workers_finish_and_only_the_chief_writes(two_worker_run):
     assert tf.train.load_variable(latest, ITERATIONS_KEY) == EPOCHS * STEPS
 
 
+@pytest.mark.slow  # two worker processes train (two_worker_run)
 def test_chief_model_loads_and_evaluates(two_worker_run):
     _, run, _ = two_worker_run
     history = training.read_history(run / "history.csv")
@@ -200,6 +203,7 @@ def test_chief_model_loads_and_evaluates(two_worker_run):
     assert abs(scores["loss"] - history[-1]["val_loss"]) < 0.05
 
 
+@pytest.mark.slow  # two worker processes, then three single runs
 def test_two_workers_match_a_single_process_run(two_worker_run, tmp_path):
     _, run, _ = two_worker_run
     multi = training.read_history(run / "history.csv")

@@ -7,7 +7,7 @@ size-reducing changes:
 * ``cbcn train``: ``--set epochs=1 --set steps_per_epoch=2`` (``epochs=2`` with ``--resume``,
   so it continues), global batches above 16 lowered to 16, and a dataset TFDS would download
   (CIFAR-10, ImageNet) replaced by a local copy: 8 + 4 images per class of
-  ``../shared/datasets/cifar10`` (random images where shared/ is absent) as an image folder;
+  ``$CBCN_DATA/cifar10/train`` (random images without it) as an image folder;
   The ImageNet recipe's net is built at a quarter of its widths (``kernel_stage``).
 * ``cbcn benchmark``: ``--runs 2 --warmup 1 --threads 1``; ``cbcn demo``: ``--epochs 1``
   (into a folder holding an earlier demo run and a user's notes: the notes must survive, and
@@ -35,8 +35,10 @@ import pytest
 import yaml
 from PIL import Image
 
+from tests.reference import CIFAR_ROOT
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_CIFAR = os.path.join(os.path.dirname(ROOT), "shared", "datasets", "cifar10", "train")
+CIFAR_TRAIN = os.path.join(CIFAR_ROOT, "train") if CIFAR_ROOT else ""
 DOCS = ["README.md"] + sorted(
     os.path.join("docs", f) for f in os.listdir(os.path.join(ROOT, "docs")) if f.endswith(".md"))
 # Recipes whose dataset TFDS would download.
@@ -75,20 +77,20 @@ def documented_commands(path):
 
 
 def _local_cifar(root):
-    """A tiny CIFAR-10 image folder (train / test) from the shared copy, or random images."""
+    """A tiny CIFAR-10 image folder (train / test) from $CBCN_DATA's copy, or random images."""
     rng = np.random.default_rng(0)
-    classes = (sorted(os.listdir(SHARED_CIFAR)) if os.path.isdir(SHARED_CIFAR)
+    classes = (sorted(os.listdir(CIFAR_TRAIN)) if os.path.isdir(CIFAR_TRAIN)
                else [f"class{i}" for i in range(10)])
     for cls in classes:
-        images = (sorted(os.listdir(os.path.join(SHARED_CIFAR, cls)))[:12]
-                  if os.path.isdir(SHARED_CIFAR) else [f"{i}.png" for i in range(12)])
+        images = (sorted(os.listdir(os.path.join(CIFAR_TRAIN, cls)))[:12]
+                  if os.path.isdir(CIFAR_TRAIN) else [f"{i}.png" for i in range(12)])
         for i, name in enumerate(images):
             # ImageNet's recipe evaluates on "validation", the others on "test".
             for split in (("train",) if i < 8 else ("test", "validation")):
                 os.makedirs(os.path.join(root, split, cls), exist_ok=True)
                 target = os.path.join(root, split, cls, name)
-                if os.path.isdir(SHARED_CIFAR):
-                    shutil.copy(os.path.join(SHARED_CIFAR, cls, name), target)
+                if os.path.isdir(CIFAR_TRAIN):
+                    shutil.copy(os.path.join(CIFAR_TRAIN, cls, name), target)
                 else:
                     Image.fromarray(rng.integers(0, 256, (32, 32, 3), np.uint8)).save(target)
     return root
@@ -160,6 +162,9 @@ def test_the_docs_have_cbcn_commands():
                for doc in DOCS for env, argv in documented_commands(doc))
 
 
+@pytest.mark.lce
+@pytest.mark.subprocess
+@pytest.mark.slow  # every documented command, `cbcn demo` included
 @pytest.mark.parametrize("doc", DOCS)
 def test_documented_commands_run_as_written(doc, tmp_path):
     commands = documented_commands(doc)

@@ -87,6 +87,7 @@ def runs(tmp_path_factory, subprocess_env):
     return root, killed_rows
 
 
+@pytest.mark.slow  # four ResNet18 `cbcn train` processes (runs)
 def test_same_seed_runs_are_bitwise_identical(runs):
     root, _ = runs
     for a, b in zip(_weights(root / "a"), _weights(root / "b")):
@@ -95,6 +96,7 @@ def test_same_seed_runs_are_bitwise_identical(runs):
         training.read_history(root / "b" / "history.csv")
 
 
+@pytest.mark.slow  # four ResNet18 `cbcn train` processes (runs)
 def test_killed_run_restarted_with_the_same_command_continues_exactly(runs):
     root, killed_rows = runs
     log = (root / "restart.log").read_text()
@@ -113,6 +115,7 @@ def test_killed_run_restarted_with_the_same_command_continues_exactly(runs):
         np.testing.assert_array_equal(resumed, uninterrupted)
 
 
+@pytest.mark.slow  # four ResNet18 `cbcn train` processes (runs)
 def test_restart_of_a_finished_run_still_needs_resume(runs, capsys):
     root, _ = runs
     code = cli.main(_command(root / "a")[3:])

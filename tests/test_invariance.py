@@ -16,7 +16,7 @@ from cbcn_tf.converters import export_lce
 from cbcn_tf.invariance import make_invariant
 from cbcn_tf.models import blocks, cbcnify, create_model
 from cbcn_tf.models.resnet import resnet
-from cbcn_tf.summary import is_binary_layer
+from cbcn_tf.rewrite import is_binary_layer
 from tests.reference import randomize_statistics
 
 PARTS = ("stem", "norm", "activation", "shortcut", "downsample", "pool")
@@ -361,8 +361,18 @@ def test_cbcnify_invariant(convs):
 
 # --------------------------------------------------------------------- defaults, errors
 def test_defaults_unchanged():
-    plain = create_model("cbcn_resnet18", kernel_stage=(2, 2, 2, 2))
-    assert not any(type(layer).__module__ == inv.__name__ for layer in plain.layers)
+    """Invariance is off unless asked for: the default model has none of the orientation
+    layers and the same layers as ``invariant=False``; ``invariant=True`` does have them."""
+    settings = dict(kernel_stage=(2, 2, 2, 2), input_shape=(16, 16, 3))
+    kinds = (inv.LiftingConv2D, inv.CirculantConv2D, inv.OrientationBatchNormalization,
+             inv.OrientationPReLU, inv.OrientationPooling, inv.OrientationAlign)
+    plain = create_model("cbcn_resnet18", **settings)
+    explicit = create_model("cbcn_resnet18", invariant=False, **settings)
+    invariant = zoo("cbcn_resnet18", 16)
+    assert not any(isinstance(layer, kinds) for layer in plain.layers)
+    assert [(type(layer), layer.output_shape) for layer in plain.layers] == [
+        (type(layer), layer.output_shape) for layer in explicit.layers]
+    assert sum(isinstance(layer, kinds) for layer in invariant.layers) > 10
 
 
 def test_errors_name_the_problem():
@@ -407,6 +417,7 @@ def test_invariant_model_saves_and_loads(tmp_path):
 
 
 # --------------------------------------------------------------------------------- export
+@pytest.mark.lce
 @pytest.mark.parametrize("name,size,options", [
     ("cbcn_resnet18", 16, True), ("cbcn_resnet18", 17, {"stem": "binary"}),
     ("cbcn_resnet18_imagenet", 32, True), ("cbcn_resnet18", 16, {"pool": "max"}),

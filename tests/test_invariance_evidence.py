@@ -1,5 +1,5 @@
 """The harness of the invariance evidence: fixed-angle evaluation, the invariance cells of
-benchmarks/reproduce.py, its angle ledger, and the report section of benchmarks/report.py.
+benchmarks/reproduce.py, its angle ledger, and the report section (`campaign.report_invariance`).
 
 Fixed angles are checked against NumPy (np.rot90 of the upright images); the ledger logic on a
 tiny real run of the group's digits table (2 steps per arm); the report on a ledger built here.
@@ -11,7 +11,8 @@ import numpy as np
 import pytest
 
 from tests.reference import randomize_statistics
-from tests.test_reproduce import reproduce, report
+from tests.test_report import report_invariance as report
+from tests.test_reproduce import campaign_cells, reproduce
 
 KS = (2, 2, 4, 4)
 
@@ -62,6 +63,7 @@ def test_fixed_angle_evaluation_matches_numpy_quarter_turns():
         data.load_dataset("digits", "test", rotate=True, angle=90)
 
 
+@pytest.mark.slow  # 2 epochs on the digits
 def test_an_exactly_invariant_model_scores_the_same_at_every_quarter_turn():
     from cbcn_tf import data, training
 
@@ -118,7 +120,7 @@ def test_invariance_cells_reuse_the_upright_cells_and_add_only_the_invariant_arm
     both = reproduce.all_cells(["mnist", "invariance"])
     assert len({c.key() for c in both}) == len(both)
     assert sum(c.sweep == "invariance_mnist" for c in both) == n_arms * reproduce.INVARIANCE_SEEDS
-    assert config_lib.load_config(reproduce._recipe("mnist_lenet_cbcn"),
+    assert config_lib.load_config(reproduce.recipe_path("mnist_lenet"),
                                   [reproduce.INVARIANT_SET]).model_kwargs["invariant"] == {
         "pool": "max"}
 
@@ -127,11 +129,12 @@ def _rows(path):
     return list(csv.DictReader(open(path))) if os.path.exists(path) else []
 
 
+@pytest.mark.slow  # a campaign: trains, sweeps angles, scores
 def test_invariance_group_sweeps_angles_and_recomputes_only_missing_ones(
         tmp_path, monkeypatch, capsys):
     from cbcn_tf import training
 
-    monkeypatch.setattr(reproduce, "INVARIANCE_TABLES", {
+    monkeypatch.setattr(campaign_cells, "INVARIANCE_TABLES", {
         "invariance_digits": reproduce.INVARIANCE_TABLES["invariance_digits"]})
     ledger, angles, runs = tmp_path / "ledger.csv", tmp_path / "angles.csv", tmp_path / "runs"
     argv = ["--only", "invariance", "--epochs", "1", "--steps-per-epoch", "2", "--seeds", "1",
@@ -158,8 +161,8 @@ def test_invariance_group_sweeps_angles_and_recomputes_only_missing_ones(
     # Invariant after training steps too, up to a rare sign flipped by float rounding (docs/
     # METHOD.md §12.3): at most one of the 360 test images may change its class.
     assert max(curve.values()) - min(curve.values()) <= 1 / 360 + 1e-6
-    # Drop two of its angle rows: the next run sweeps its saved model again, found through
-    # the ledger's --output (another --runs-dir), and never trains.
+    # Drop two of its angle rows and move the runs folder: the next run sweeps its saved model
+    # again, found through the ledger row's run_dir below the new --runs-dir, and never trains.
     keep = [r for r in swept if r["angle"] in ("0", "90")]
 
     def write_angles(kept):
@@ -169,6 +172,8 @@ def test_invariance_group_sweeps_angles_and_recomputes_only_missing_ones(
             writer.writerows(kept)
 
     write_angles(keep)
+    os.rename(runs, tmp_path / "elsewhere")
+    runs = tmp_path / "elsewhere"
     model_file = (runs / "invariance_digits" / "cbcn_invariant_4-4-8-16_upright_s0_e1_spe2"
                   / "model.h5")
     mtime = os.path.getmtime(model_file)
@@ -178,7 +183,7 @@ def test_invariance_group_sweeps_angles_and_recomputes_only_missing_ones(
 
     monkeypatch.setattr(training, "train", no_training)
     capsys.readouterr()
-    assert reproduce.main(argv + ["--runs-dir", str(tmp_path / "elsewhere")]) == 0
+    assert reproduce.main(argv + ["--runs-dir", str(runs)]) == 0
     assert "0 to run, 1 to sweep only" in capsys.readouterr().out
     again = _rows(angles)
     assert os.path.getmtime(model_file) == mtime
@@ -336,6 +341,7 @@ def test_confusion_lines_average_the_seeds():
     assert report.confusion_lines(None) == []
 
 
+@pytest.mark.lce
 def test_invariance_latency_times_each_variant_beside_the_plain_model(tmp_path):
     from tests.test_reproduce import _load
 

@@ -175,6 +175,7 @@ def test_mirrored_strategy_fit_matches_single_device(two_cpu_strategy):
     np.testing.assert_allclose(h_mirror.history["loss"], h_single.history["loss"], rtol=0.05)
 
 
+@pytest.mark.slow  # 150 epochs, three times
 @pytest.mark.parametrize("kernel_quantizer", ["gaussian_sign", "approx_sign", "ste_sign"])
 def test_tiny_model_learns_a_fixed_batch(kernel_quantizer):
     tf.keras.utils.set_random_seed(5)

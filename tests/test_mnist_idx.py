@@ -1,4 +1,4 @@
-"""MNIST IDX folders (cbcn_tf.mnist_idx through cbcn_tf.data): gzipped as published or
+"""MNIST IDX folders (cbcn_tf.data.mnist_idx through cbcn_tf.data): gzipped as published or
 gunzipped, each form checked against its own md5, and a folder holding IDX-like files never
 falls through to a TFDS download."""
 import gzip
@@ -9,11 +9,9 @@ import numpy as np
 import pytest
 
 import cbcn_tf.data as data
-import cbcn_tf.mnist_idx as mnist_idx
+import cbcn_tf.data.mnist_idx as mnist_idx
 from cbcn_tf.errors import DataError
-from tests.reference import MNIST_ROOT, idx_bytes
-
-
+from tests.reference import MNIST_TEST_ROOT, idx_bytes
 
 
 def _write_fake_mnist(root, form):
@@ -91,15 +89,48 @@ def test_missing_or_misnamed_idx_files_are_named_not_downloaded(tmp_path, monkey
         data.load_dataset("mnist", "train", data_dir=str(other))
 
 
-@pytest.mark.skipif(not os.path.isdir(MNIST_ROOT), reason="shared MNIST files not present")
 def test_real_gunzipped_files_match_the_published_ones(tmp_path, no_tfds):
     for name in mnist_idx.MNIST_IDX_FILES["test"]:
-        with gzip.open(os.path.join(MNIST_ROOT, name)) as source:
+        with gzip.open(os.path.join(MNIST_TEST_ROOT, name)) as source:
             (tmp_path / name[:-3]).write_bytes(source.read())
     gunzipped = [np.concatenate(part) for part in
                  zip(*data.load_dataset("mnist", "test", data_dir=str(tmp_path), batch_size=5000))]
     published = [np.concatenate(part) for part in
-                 zip(*data.load_dataset("mnist", "test", data_dir=MNIST_ROOT, batch_size=5000))]
+                 zip(*data.load_dataset("mnist", "test", data_dir=MNIST_TEST_ROOT,
+                                        batch_size=5000))]
     for a, b in zip(gunzipped, published):
         np.testing.assert_array_equal(a, b)
     assert len(gunzipped[1]) == 10_000
+
+
+def test_a_folder_with_the_test_files_only_serves_the_test_split(tmp_path, monkeypatch,
+                                                                  capsys, no_tfds):
+    """Each split needs only its own two files: evaluating on "test" works without the
+    training files, and reading "train" there is one line naming the missing file."""
+    from cbcn_tf import cli, training
+    from cbcn_tf.models import create_model
+
+    monkeypatch.setattr(mnist_idx, "MNIST_IDX_MD5", {})
+    arrays = _write_fake_mnist(tmp_path, "gz")
+    for name in mnist_idx.MNIST_IDX_FILES["train"]:
+        (tmp_path / name).unlink()
+    x, y = zip(*data.load_dataset("mnist", "test", data_dir=str(tmp_path), batch_size=32))
+    np.testing.assert_array_equal(_pixels(np.concatenate(x)), arrays["test"][0])
+    np.testing.assert_array_equal(np.concatenate(y), arrays["test"][1])
+    with pytest.raises(DataError) as info:
+        data.load_dataset("mnist", "train", data_dir=str(tmp_path))
+    message = str(info.value)
+    assert f"{tmp_path / 'train-images-idx3-ubyte.gz'} is missing" in message
+    assert "train-labels-idx1-ubyte.gz" in message and "\n" not in message
+
+    model = create_model("cbcn_lenet", input_shape=(28, 28, 1), kernel_stage=(2, 2, 2, 2),
+                         orientations=2)
+    training.save_model(model, tmp_path / "m.h5")
+    assert cli.main(["evaluate", str(tmp_path / "m.h5"), "--dataset", "mnist", "--data-dir",
+                     str(tmp_path), "--split", "test", "--no-rotated"]) == 0
+    capsys.readouterr()
+    assert cli.main(["train", "--config", "mnist_lenet", "--output", str(tmp_path / "run"),
+                     "--set", f"data_dir={tmp_path}", "--set", "epochs=1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("cbcn: error: MNIST file ") and "\n" not in err
+    assert "train-images-idx3-ubyte.gz is missing" in err

@@ -61,6 +61,7 @@ def test_orientation_batch_norm_is_reestimated_too():
     np.testing.assert_allclose(layer.moving_mean.numpy(), np.mean(means, 0), rtol=1e-5)
 
 
+@pytest.mark.slow  # two runs of 2 epochs
 def test_train_saves_reestimated_statistics_and_leaves_training_alone(tmp_path):
     base = ["epochs=2", "steps_per_epoch=6", "model_kwargs.kernel_stage=[2, 2, 2, 2]",
             "batch_size=16", "deterministic=true"]

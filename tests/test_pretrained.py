@@ -1,7 +1,6 @@
 """Packaged weights (cbcn_tf.models.pretrained): the registry mechanism on a model written
 here, and the shipped entries against their recorded test errors on the real MNIST test set."""
 import json
-import os
 import shutil
 
 import numpy as np
@@ -10,7 +9,7 @@ import pytest
 from cbcn_tf import training
 from cbcn_tf.errors import ConfigError, ModelFileError
 from cbcn_tf.models import create_model, list_pretrained, pretrained
-from tests.reference import MNIST_ROOT
+from tests.reference import MNIST_TEST_ROOT
 
 TINY = dict(input_shape=(16, 16, 1), kernel_stage=(2, 2, 2, 2), orientations=2)
 
@@ -90,11 +89,11 @@ def test_shipped_weights_match_their_registry_row(row):
     assert row["command"].startswith("cbcn train ") and f"seed={row['seed']}" in row["command"]
 
 
-@pytest.mark.skipif(not os.path.isdir(MNIST_ROOT), reason="shared MNIST files not present")
+@pytest.mark.slow  # 10,000 MNIST test images per packaged model
 @pytest.mark.parametrize("row", SHIPPED, ids=[row["spec"] for row in SHIPPED])
 def test_shipped_weights_reproduce_their_test_error(row):
     """What `cbcn evaluate NAME:WEIGHTS --data-dir MNIST` computes: the recorded error, exactly."""
-    options = training.run_eval_options(row["spec"], data_dir=MNIST_ROOT)
+    options = training.run_eval_options(row["spec"], data_dir=MNIST_TEST_ROOT)
     model = training.load_model(row["spec"])
     scores = training.evaluate(model, rotate=row["rotate"], **options)
     errors = row["images"] - round(scores["top1"] * row["images"])

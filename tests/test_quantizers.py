@@ -46,6 +46,7 @@ def _binary_conv_model(input_quantizer):
     return tf.keras.Model(inputs, tf.keras.layers.Dense(3)(x))
 
 
+@pytest.mark.lce
 def test_forward_is_larqs_sign_so_lce_recognises_it():
     """Converted by LCE, a conv with the Gaussian sign on input and kernel becomes one
     LceQuantize + LceBconv2d (no float CONV_2D); plain tf.sign, which LCE does not

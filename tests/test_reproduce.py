@@ -1,47 +1,123 @@
-"""The reproduction harness (benchmarks/reproduce.py) and its report (benchmarks/report.py).
+"""The reproduction campaign (benchmarks/reproduce.py, the `campaign` package: cells, ledger,
+budget, runner) and the ledger sections of its report.
 
 Tiny real runs on the packaged digits (1 epoch, 2 steps) check that cells go through
 `cbcn_tf.training.train` / `evaluate`, land in the ledger and are skipped when run again;
-the budget and verdict logic is checked on synthetic ledgers.
+the budget logic is checked on synthetic ledgers, the base recipes with their arm overrides
+against the per-arm recipes the ledger's finished cells were trained with.
 """
 import csv
-import importlib.util
+import importlib
 import os
+import shlex
 import sys
 
 import pytest
 import yaml
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
+BENCHMARKS = os.path.normpath(os.path.join(ROOT, "benchmarks"))
+if BENCHMARKS not in sys.path:  # the scripts and the campaign package live in benchmarks/
+    sys.path.insert(0, BENCHMARKS)
 
 
 def _load(name):
-    spec = importlib.util.spec_from_file_location(
-        f"bench_{name}", os.path.join(ROOT, "benchmarks", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
+    """A module of benchmarks/: a script (``reproduce``) or ``campaign.NAME``."""
+    return importlib.import_module(name)
 
 
 reproduce = _load("reproduce")
-report = _load("report")
+campaign_cells = _load("campaign.cells")
+report_tables = _load("campaign.report_tables")
+report_invariance = _load("campaign.report_invariance")
 
 MODEL_KEYS = {"model", "model_kwargs"}
 
+# The per-arm recipes the finished ledger cells were trained with (one YAML file per arm, the
+# keys as they were; their data_dir is left out: every cell replaced it by its own --set).
+_MNIST_KEYS = dict(dataset="mnist", train_split="train", eval_split="test", epochs=8,
+                   batch_size=128, optimizer="sgd", lr=0.01, momentum=0.9, nesterov=False,
+                   lr_milestones=[], lr_gamma=1.0, weight_decay=0.0, tensorboard=False)
+_CIFAR_KEYS = dict(dataset="image_folder", train_split="train", eval_split="validation",
+                   validation_fraction=0.1, epochs=8, batch_size=128, optimizer="sgd", lr=0.1,
+                   momentum=0.9, nesterov=True, lr_milestones=[2, 5, 6], lr_gamma=0.2,
+                   weight_decay=5.0e-4, weight_decay_scope="all", tensorboard=False)
+_LENET, _RESNET = {"kernel_stage": [5, 10, 20, 40]}, {"kernel_stage": [4, 4, 8, 16]}
+OLD_RECIPES = {
+    ("table2_mnist", "cbcn"): dict(
+        _MNIST_KEYS, model="cbcn_lenet", model_kwargs=dict(_LENET, orientations=4)),
+    ("table2_mnist", "xnor"): dict(
+        _MNIST_KEYS, model="xnor_lenet", model_kwargs=dict(_LENET, orientations=4)),
+    ("table2_mnist", "fp"): dict(
+        _MNIST_KEYS, model="cbcn_lenet", model_kwargs=dict(_LENET, orientations=4, binary=False)),
+    ("tables3_4_cifar10", "cbcn"): dict(
+        _CIFAR_KEYS, model="cbcn_resnet18", model_kwargs=dict(_RESNET, orientations=4)),
+    ("tables3_4_cifar10", "cbcn_approxsign"): dict(
+        _CIFAR_KEYS, model="cbcn_resnet18",
+        model_kwargs=dict(_RESNET, orientations=4, kernel_quantizer="approx_sign")),
+    ("tables3_4_cifar10", "cbcn_k2"): dict(
+        _CIFAR_KEYS, model="cbcn_resnet18", model_kwargs=dict(_RESNET, orientations=2)),
+    ("tables3_4_cifar10", "fp"): dict(
+        _CIFAR_KEYS, model="cbcn_resnet18",
+        model_kwargs=dict(_RESNET, orientations=4, binary=False)),
+    ("tables3_4_cifar10", "xnor_doubled"): dict(
+        _CIFAR_KEYS, model="xnor_resnet18_doubled", model_kwargs=dict(_RESNET, orientations=4)),
+}
 
-@pytest.mark.parametrize("prefix", ["mnist_lenet_", "cifar10_resnet18_"])
-def test_recipes_of_one_table_differ_only_in_model_keys(prefix):
-    recipes = sorted(f for f in os.listdir(reproduce.RECIPES) if f.startswith(prefix))
-    assert len(recipes) >= 3
-    loaded = [yaml.safe_load(open(os.path.join(reproduce.RECIPES, f))) for f in recipes]
-    for other in loaded[1:]:
-        assert {k: v for k, v in other.items() if k not in MODEL_KEYS} == {
-            k: v for k, v in loaded[0].items() if k not in MODEL_KEYS}
-    for name in recipes:  # every recipe is a valid `cbcn train --config` file
-        from cbcn_tf import config as config_lib
 
-        config_lib.load_config(os.path.join(reproduce.RECIPES, name))
+def _old_cell_config(cell, data_root, tmp_path):
+    """The config the per-arm recipe gave ``cell``: its YAML file, then the cell's data_dir,
+    (CIFAR) schedule, kernel stage, epochs, seed and protocol as --set overrides."""
+    from cbcn_tf import config as config_lib
+
+    path = tmp_path / f"{cell.table}_{cell.arm}.yaml"
+    path.write_text(yaml.safe_dump(OLD_RECIPES[cell.table, cell.arm]))
+    sets = [f"data_dir={os.path.join(data_root, cell.data_folder)}"]
+    if cell.table == "tables3_4_cifar10":
+        milestones = reproduce.cifar_milestones(cell.epochs)
+        sets.append(f"lr_milestones=[{', '.join(map(str, milestones))}]")
+    sets += [f"model_kwargs.kernel_stage=[{', '.join(map(str, cell.kernel_stage))}]",
+             f"epochs={cell.epochs}", f"seed={cell.seed}"]
+    if cell.protocol == "rotated":
+        sets.append("rotate_train=true")
+    return config_lib.load_config(str(path), sets)
+
+
+def test_base_recipe_and_arm_overrides_give_the_per_arm_recipes_configs(tmp_path):
+    """Every Table 2 / Tables 3-4 cell (all arms, stages, protocols, seeds; 8 and 50 epochs)
+    resolves to exactly the TrainConfig of its arm's own recipe, so the finished ledger cells
+    keep their meaning; the arms differ only in model keys, and the recipes name no data."""
+    root = str(tmp_path / "data")
+    cells = (reproduce.mnist_cells() + reproduce.mnist_cells(50) + reproduce.cifar_cells()
+             + reproduce.cifar_cells(200))
+    assert {(c.table, c.arm) for c in cells} == set(OLD_RECIPES)
+    for cell in cells:
+        assert reproduce.cell_config(cell, root) == _old_cell_config(cell, root, tmp_path), cell
+    arm_overrides = list(campaign_cells.MNIST_ARMS.values()) + [
+        overrides for overrides, _ in campaign_cells.CIFAR_ARMS.values()]
+    for overrides in arm_overrides:
+        assert {item.partition("=")[0].split(".")[0] for item in overrides} <= MODEL_KEYS
+    for recipe in (campaign_cells.MNIST_RECIPE, campaign_cells.CIFAR_RECIPE):
+        assert "data_dir" not in yaml.safe_load(open(recipe))
+    assert sorted(os.listdir(reproduce.RECIPES)) == ["cifar10_resnet18.yaml", "mnist_lenet.yaml"]
+
+
+def test_the_ledger_command_trains_exactly_the_cell(tmp_path):
+    """The `command` column, its $CBCN_DATA / $RUNS_DIR given, is a `cbcn train` command line
+    whose recipe and --set overrides load to the cell's config, with the cell's run folder."""
+    from cbcn_tf import config as config_lib
+
+    root, runs = str(tmp_path / "data"), str(tmp_path / "runs")
+    cells = [c for c in reproduce.all_cells(["mnist", "cifar10", "demo", "invariance"])
+             if c.seed == 0]
+    for cell in cells:
+        command = _load("campaign.ledger").command_line(cell)
+        words = shlex.split(command.replace("$CBCN_DATA", root).replace("$RUNS_DIR", runs))
+        assert words[:3] == ["cbcn", "train", "--config"]
+        recipe = words[3] if not words[3].endswith(".yaml") else os.path.join(ROOT, words[3])
+        sets = [words[i + 1] for i, word in enumerate(words) if word == "--set"]
+        assert config_lib.load_config(recipe, sets) == reproduce.cell_config(cell, root)
+        assert words[-2:] == ["--output", os.path.join(runs, cell.run_name())]
 
 
 def test_campaign_cells_cover_the_tables_and_run_seed_major():
@@ -60,8 +136,8 @@ def test_campaign_cells_cover_the_tables_and_run_seed_major():
         assert seeds == sorted(seeds)  # seed 0 of every arm before any seed 1
         assert len({c.epochs for c in cells}) == 1  # one budget for all arms
     # The CIFAR schedule: x0.2 at 30 / 60 / 80 % of the epochs (60/120/160 of 200).
-    assert reproduce._milestones(200) == [60, 120, 160]
-    assert reproduce._milestones(10) == [3, 6, 8]
+    assert reproduce.cifar_milestones(200) == [60, 120, 160]
+    assert reproduce.cifar_milestones(10) == [3, 6, 8]
 
 
 def _row(table="t", arm="a", stage="4-4-8-16", protocol="upright", seed=0, epochs=2,
@@ -118,26 +194,7 @@ def test_append_row_rewrites_the_ledger_atomically(tmp_path, monkeypatch):
     assert [r["arm"] for r in csv.DictReader(open(ledger))] == ["a", "b"]
 
 
-def test_verdicts_on_synthetic_ledgers():
-    assert report.verdict([0.95, 0.96, 0.97], [0.90, 0.91, 0.94]).startswith("holds")
-    assert report.verdict([0.90, 0.91], [0.95, 0.96]).startswith("reversed")
-    assert report.verdict([0.90, 0.96], [0.93, 0.94]) == "within seed noise"
-    assert report.verdict([0.99], [0.5, 0.6]).startswith("not enough seeds")
-    assert report.verdict([0.9, float("nan")], [0.5, 0.6]).startswith("not enough seeds")
-    rows = [_row(table="table2_mnist", arm="cbcn", stage="5-10-20-40", seed=s, top1=t)
-            for s, t in enumerate((0.981, 0.982, 0.983))]
-    rows += [_row(table="table2_mnist", arm="xnor", stage="5-10-20-40", seed=s, top1=t)
-             for s, t in enumerate((0.970, 0.975, 0.985))]
-    text = "\n".join(report.ledger_section(rows))
-    # Error % = 100 - top-1: mean 1.80 ± 0.10 for CBCN, paper 1.91 beside it.
-    assert "| 5-10-20-40 | upright | 2 | cbcn | 3 | 1.80 ± 0.10 | 1.91 |" in text
-    assert "CBCN beats XNOR at the same feature widths on MNIST" in text
-    assert "**within seed noise**" in text
-    rows[3:] = [_row(table="table2_mnist", arm="xnor", stage="5-10-20-40", seed=s, top1=0.96)
-                for s in range(3)]
-    assert "**holds: every seed above every seed**" in "\n".join(report.ledger_section(rows))
-
-
+@pytest.mark.slow  # a campaign of several training runs
 def test_tiny_campaign_runs_cells_and_skips_them_when_run_again(tmp_path, capsys):
     ledger, runs = tmp_path / "ledger.csv", tmp_path / "runs"
     argv = ["--only", "demo", "--epochs", "1", "--steps-per-epoch", "2", "--seeds", "1",
@@ -153,6 +210,8 @@ def test_tiny_campaign_runs_cells_and_skips_them_when_run_again(tmp_path, capsys
         assert len(row["train_curve"].split()) == len(row["val_curve"].split()) == 1
         run = runs / "demo_digits" / f"{row['arm']}_4-4-8-16_upright_s0_e1_spe2"
         assert (run / "model.h5").exists() and (run / "history.csv").exists()
+        assert row["run_dir"] == f"demo_digits/{row['arm']}_4-4-8-16_upright_s0_e1_spe2"
+        assert row["precise_bn"] == "2"  # BN statistics over at most one epoch of batches
     # The CBCN row's accuracy is what evaluate() gives for the saved model.
     from cbcn_tf import training
 
@@ -179,28 +238,6 @@ def test_estimates_ignore_smoke_runs_and_scale_other_kernel_stages():
     half = _row(arm="a", stage="2-2-4-8", seconds=300.0)
     assert reproduce.estimate_seconds(cell, [half]) == pytest.approx(
         10 * 600 + reproduce.OVERHEAD_SECONDS["mnist"])
-
-
-def test_demo_prints_the_seed_spread_written_from_the_ledger(tmp_path):
-    from cbcn_tf import demo
-
-    rows = []
-    for arm, scores in (("cbcn", (0.95, 0.96, 0.97)), ("xnor", (0.90, 0.91, 0.92)),
-                        ("float", (0.96, 0.98, 0.99))):
-        rows += [dict(_row(table="demo_digits", arm=arm, seed=s, epochs=16, top1=t, rot=t - 0.3))
-                 for s, t in enumerate(scores)]
-    rows.append(dict(_row(table="demo_digits", arm="cbcn", seed=9, epochs=16, top1=0.1),
-                     steps_per_epoch="2"))  # a smoke run: ignored
-    path = tmp_path / "spread.json"
-    report.write_demo_spread(rows, str(path))
-    lines = demo.seed_spread_lines(16, path=str(path))
-    text = "\n".join(lines)
-    assert "CBCN K=4        top-1 0.9600 ± 0.0100 (0.9500..0.9700)" in text
-    assert "n = 3" in text and "n = 4" not in text
-    assert "CBCN beats XNOR on the digits: holds: every seed above every seed" in text
-    assert "full precision beats CBCN on the digits: within seed noise" in text
-    assert "measured for 16 epochs, not 3" in demo.seed_spread_lines(3, path=str(path))[0]
-    assert "No seed spread" in demo.seed_spread_lines(16, path=str(tmp_path / "none.json"))[0]
 
 
 def test_kernel_stage_filter_lists_only_that_stage(capsys, tmp_path):
@@ -233,14 +270,6 @@ def test_tables_filter_keeps_a_table_and_the_cells_swept_for_it(capsys, tmp_path
         for seed in range(reproduce.INVARIANCE_SEEDS))
 
 
-def test_table_rows_sort_kernel_stages_as_numbers():
-    rows = [_row(table="table2_mnist", arm="cbcn", stage=stage, seed=0, top1=0.9)
-            for stage in ("10-20-40-80", "5-10-20-40")]
-    lines = [line for line in report.ledger_section(rows) if line.startswith("| ")
-             and "-" in line.split("|")[1]]
-    assert [line.split("|")[1].strip() for line in lines] == ["5-10-20-40", "10-20-40-80"]
-
-
 def test_optimizer_check_changes_only_the_optimizer():
     check = _load("optimizer_check")
     cells = check.cells(epochs=3)
@@ -259,67 +288,66 @@ def test_optimizer_check_changes_only_the_optimizer():
         assert dataclasses.replace(adam, optimizer="sgd", lr=0.01) == sgd
 
 
-def test_optimizer_section_reads_the_check_rows():
-    rows = [dict(arm="xnor", optimizer=opt, epoch=str(e), train_accuracy=str(tr),
-                 test_accuracy=str(te), command="cbcn train ...")
-            for opt, e, tr, te in (("sgd", 1, 0.25, 0.5), ("sgd", 2, 0.39, 0.65),
-                                   ("adam", 1, 0.75, 0.957), ("adam", 2, 0.91, 0.97))]
-    text = "\n".join(report.optimizer_section(rows))
-    assert "| xnor | SGD m0.9 lr 0.01 (recipe) | 25.0 / 50.0 | 39.0 / 65.0 |" in text
-    assert "| xnor | Adam lr 0.001 | 75.0 / 95.7 | 91.0 / 97.0 |" in text
-    assert report.optimizer_section([]) == []
+def test_trained_run_dir_reads_run_dir_and_falls_back_to_the_cell(tmp_path):
+    """A row's run_dir (relative to --runs-dir) names the folder; a row without one (ledgers
+    written before the column) gives the cell's run name; a ledger in the old columns reads
+    and keeps its rows when a row with run_dir is added."""
+    cell, runs = _cell("a", 0), tmp_path / "runs"
 
+    def trained(relative):
+        (runs / relative).mkdir(parents=True)
+        (runs / relative / "model.h5").write_bytes(b"")
+        return str(runs / relative)
 
-def test_rescore_replaces_old_rows_without_retraining(tmp_path, capsys, monkeypatch):
-    """A row written before precise BN (empty precise_bn) is scored again from its run folder:
-    same training (history and model file untouched), the row replaced, not duplicated."""
-    ledger, runs = tmp_path / "ledger.csv", tmp_path / "runs"
-    argv = ["--only", "demo", "--epochs", "1", "--steps-per-epoch", "3", "--seeds", "1",
-            "--arms", "cbcn", "--ledger", str(ledger), "--runs-dir", str(runs), "--verbose", "0"]
-    assert reproduce.main(argv) == 0
-    row = next(csv.DictReader(open(ledger)))
-    assert row["precise_bn"] == "3"  # at most one epoch of batches
-    run = runs / "demo_digits" / "cbcn_4-4-8-16_upright_s0_e1_spe3"
-    model_time = os.path.getmtime(run / "model.h5")
-    stale = dict(row, precise_bn="", top1="0.0001")  # as an older harness wrote it
+    old = _row(arm="a")  # the columns of the committed ledger's rows: no run_dir
+    assert reproduce.trained_run_dir(cell, old, str(runs)) is None  # no model.h5 yet
+    own = trained(cell.run_name())
+    for row in (old, dict(old, run_dir=""), None):
+        assert reproduce.trained_run_dir(cell, row, str(runs)) == own
+    moved = trained("moved/a_s0")
+    assert reproduce.trained_run_dir(cell, dict(old, run_dir="moved/a_s0"), str(runs)) == moved
+    for outside in (str(tmp_path), "../runs/moved/a_s0"):  # never a folder outside --runs-dir
+        assert reproduce.trained_run_dir(cell, dict(old, run_dir=outside), str(runs)) == own
+    ledger = tmp_path / "ledger.csv"
     with open(ledger, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=reproduce.COLUMNS)
+        writer = csv.DictWriter(handle, fieldnames=[c for c in reproduce.COLUMNS
+                                                    if c != "run_dir"], extrasaction="ignore")
         writer.writeheader()
-        writer.writerow(stale)
-    assert reproduce.main(argv + ["--rescore"]) == 0
+        writer.writerow(old)
+    assert reproduce.finished_keys(reproduce.read_ledger(str(ledger))) == {cell.key()}
+    reproduce.append_row(str(ledger), _row(arm="b", seed=1) | {"run_dir": "t/b"})
     rows = list(csv.DictReader(open(ledger)))
-    assert len(rows) == 1 and rows[0]["precise_bn"] == "3"
-    assert rows[0]["top1"] == row["top1"]  # the same weights and statistics, scored again
-    assert rows[0]["finished_utc"] == row["finished_utc"]
-    assert (rows[0]["top1_moving_bn"], rows[0]["rot_top1_moving_bn"]) == ("0.0001",
-                                                                          row["rot_top1"])
-    assert os.path.getmtime(run / "model.h5") == model_time
-    assert "0.0001 ->" in capsys.readouterr().out
-    # A run trained with precise BN is scored as saved; one from before it is re-estimated.
-    import yaml
-
-    from cbcn_tf import config as config_lib
-    from cbcn_tf import training
-
-    calls = []
-    monkeypatch.setattr(training, "precise_batch_norm", lambda m, c: calls.append(c) or 7)
-    config = config_lib.read_config(str(run / "config.yaml"))
-    assert reproduce.legacy_precise_bn(None, config, str(run)) == 3 and not calls
-    saved = yaml.safe_load(open(run / "config.yaml"))
-    del saved["precise_bn_batches"]
-    yaml.safe_dump(saved, open(run / "config.yaml", "w"))
-    assert reproduce.legacy_precise_bn(None, config, str(run)) == 7 and len(calls) == 1
+    assert tuple(rows[0]) == reproduce.COLUMNS
+    assert [(r["arm"], r["top1"], r["run_dir"]) for r in rows] == [("a", "0.5", ""),
+                                                                  ("b", "0.5", "t/b")]
 
 
-def test_precise_bn_section_lists_before_and_after():
-    rows = [dict(_row(table="table2_mnist", arm="cbcn", stage="5-10-20-40", seed=1, top1=0.9089,
-                      rot=0.70), top1_moving_bn="0.5839", rot_top1_moving_bn="0.5093"),
-            _row(table="table2_mnist", arm="xnor", stage="5-10-20-40", seed=1)]
-    text = "\n".join(report.precise_bn_section(rows))
-    assert ("| table2_mnist | 5-10-20-40 | upright | cbcn | 1 | 58.39 | 90.89 | 50.93 | 70.00 |"
-            in text)
-    assert "| xnor |" not in text  # rows without a before score are not listed
-    assert report.precise_bn_section(rows[1:]) == []
+def test_a_cell_that_reads_data_needs_a_data_root(tmp_path, capsys, monkeypatch):
+    """MNIST / CIFAR-10 cells read DATA_ROOT/mnist, DATA_ROOT/cifar10: without --data-root or
+    $CBCN_DATA, or with a root that lacks the folder, one error line naming them, exit 2,
+    nothing written; listing the cells (--dry-run) needs no data."""
+    monkeypatch.delenv("CBCN_DATA", raising=False)
+    ledger, runs = tmp_path / "ledger.csv", tmp_path / "runs"
+    argv = ["--only", "mnist", "--arms", "cbcn", "--seeds", "1", "--kernel-stage", "5-10-20-40",
+            "--epochs", "1", "--steps-per-epoch", "1", "--ledger", str(ledger), "--runs-dir",
+            str(runs), "--verbose", "0"]
+    assert reproduce.main(argv + ["--dry-run"]) == 0
+    capsys.readouterr()
+
+    def error(extra=()):
+        assert reproduce.main(argv + list(extra)) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1, lines
+        return lines[0]
+
+    line = error()
+    assert "--data-root" in line and "CBCN_DATA" in line
+    assert str(tmp_path / "none" / "mnist") in error(["--data-root", str(tmp_path / "none")])
+    monkeypatch.setenv("CBCN_DATA", str(tmp_path / "env"))
+    assert str(tmp_path / "env" / "mnist") in error()  # the variable is the default root
+    assert not ledger.exists() and not runs.exists()
+    config = reproduce.cell_config(reproduce.all_cells(["mnist"])[0], str(tmp_path / "env"))
+    assert config.data_dir == str(tmp_path / "env" / "mnist")
 
 
 def test_invariance_ablation_arms_switch_back_one_part_each():
@@ -351,20 +379,7 @@ def test_invariance_ablation_arms_switch_back_one_part_each():
     for arm in ("invariant_pool_align", "invariant_no_pool"):
         model = build_model(resolve_config(reproduce.cell_config(by_arm[arm])))
         gap = np.abs(model(np.rot90(x, 1, axes=(1, 2))).numpy() - model(x).numpy()).max()
-        assert (gap < 1e-5) == (arm in report._EXACT_ARMS), (arm, gap)
-
-
-def test_invariance_ablation_section_compares_with_invariant_and_plain():
-    table = "invariance_ablation_digits"
-    rows = ([_row(table=table, arm="cbcn", seed=s, top1=0.95 + s / 100) for s in (0, 1)]
-            + [_row(table=table, arm="invariant", seed=s, top1=0.80 + s / 100) for s in (0, 1)]
-            + [_row(table=table, arm="invariant_no_pool", seed=s, top1=0.93 + s / 100)
-               for s in (0, 1)])
-    text = "\n".join(report.invariance_ablation_section(rows))
-    assert ("| invariant_no_pool | no | 2 | 93.50 ± 0.71 | 40.00 ± 0.00 | holds: every seed "
-            "above every seed | reversed: every seed below every seed |") in text
-    assert "| invariant | yes | 2 | 80.50 ± 0.71 |" in text
-    assert report.invariance_ablation_section([_row()]) == []
+        assert (gap < 1e-5) == (arm in report_invariance._EXACT_ARMS), (arm, gap)
 
 
 def _cell_rows(cells):
@@ -377,7 +392,7 @@ def _cell_rows(cells):
 def test_ledger_section_names_the_cells_and_claims_not_measured_yet():
     cells = [c for c in reproduce.cifar_cells() if c.arm in ("cbcn", "xnor_doubled")]
     rows = _cell_rows(cells)
-    text = "\n".join(report.ledger_section(rows)).split("## Accuracy: Tables 3 / 4")[1]
+    text = "\n".join(report_tables.ledger_section(rows)).split("## Accuracy: Tables 3 / 4")[1]
     assert "CBCN K=4 beats XNOR with doubled shortcuts" in text
     assert "**not measured yet** (no `fp` cell in the ledger)" in text
     assert "**not measured yet** (no `cbcn_k2` cell in the ledger)" in text
@@ -386,7 +401,8 @@ def test_ledger_section_names_the_cells_and_claims_not_measured_yet():
     assert all(f"`{c.run_name()}`" in text for c in missing)
     assert not any(f"`{c.run_name()}`" in text for c in cells)
     *done, last = reproduce.cifar_cells()
-    text = "\n".join(report.ledger_section(_cell_rows(done))).split("## Accuracy: Tables 3 / 4")[1]
+    text = "\n".join(report_tables.ledger_section(_cell_rows(done))).split(
+        "## Accuracy: Tables 3 / 4")[1]
     assert f"Not yet in the ledger (1 cell of the campaign): `{last.run_name()}`." in text
 
 

@@ -115,6 +115,7 @@ def runs(tmp_path_factory, subprocess_env):
     return root, rows_at_kill, rerun
 
 
+@pytest.mark.slow  # seven `cbcn train` processes, three killed
 @pytest.mark.parametrize("name", list(KILLS))
 def test_killed_run_restarted_with_the_same_command_ends_as_an_uninterrupted_one(runs, name):
     root, rows_at_kill, rerun = runs

@@ -49,6 +49,7 @@ _HOLDER = ("import fcntl, os, sys, time\n"
            "time.sleep(600)\n")
 
 
+@pytest.mark.subprocess
 def test_folder_locked_by_a_process_is_refused_until_it_is_killed(tmp_path, train_cli,
                                                                   error_line):
     run = tmp_path / "run"
@@ -73,6 +74,7 @@ def test_folder_locked_by_a_process_is_refused_until_it_is_killed(tmp_path, trai
     assert [row["epoch"] for row in training.read_history(run / "history.csv")] == [0]
 
 
+@pytest.mark.slow  # a 3 x 60-step `cbcn train` process, killed and restarted
 def test_second_train_is_refused_and_a_killed_run_restarts(tmp_path, monkeypatch, train_cli,
                                                            error_line, subprocess_env):
     """A `cbcn train` subprocess owns the folder: the same command and a --resume are refused

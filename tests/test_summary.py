@@ -41,12 +41,28 @@ def test_tied_counts_fewer_learned_weights_same_deployed():
     assert cb["deployed_binary_weights"] == 1152
 
 
+def larq_table(model):
+    """The per-layer table lq.models.summary prints, as {layer name: {column header: value}}
+    (larq's own table data, before it is formatted)."""
+    header, *rows = lq.models.ModelProfile(model).generate_table()
+    return {row[0]: dict(zip(header, row)) for row in rows}
+
+
 def test_larq_summary_counts_learned_one_bit_weights():
-    lines = []
-    lq.models.summary(_two_layer_model(), print_fn=lines.append)
-    text = "\n".join(lines)
-    cb_line = next(line for line in text.splitlines() if "cb_conv2d" in line)
-    assert " 288 " in cb_line  # 1-bit column: W's entries, not E's
+    """Larq sees W (3*3*(8/4)*4*4 = 288 entries), not E (1152): its 1-bit weight column holds
+    W's entries and its 1-bit MACs are W's entries x 4*4 output pixels, 1/K of the BOPs
+    cbcn_tf.summary counts with E."""
+    model = _two_layer_model()
+    stem, cb = model.layers[1:]
+    table = larq_table(model)
+    one_bit, floats, macs = "# 1-bit\nx 1", "# 32-bit\nx 1", "1-bit MACs"
+    learned = 3 * 3 * (8 // 4) * 4 * 4
+    assert (table[cb.name][one_bit], table[cb.name][floats]) == (learned, 0)
+    assert table[cb.name][macs] == learned * 4 * 4
+    assert table[cb.name][macs] * 4 == cbcn_tf.summary(model, print_fn=None).totals[
+        "binary_macs"]
+    assert (table[stem.name][one_bit], table[stem.name][floats]) == (0, 3 * 3 * 3 * 8)
+    assert table[stem.name][macs] == 0  # the float stem's MACs are 32-bit ones
 
 
 def test_summary_needs_built_model():

@@ -1,5 +1,5 @@
 """A real TFDS builder (not `tfds.testing.mock_data`): TFDS's own ``mnist`` builder prepared
-offline from the original files in ``../shared/datasets/mnist``, and the one-line error when
+offline from the original files in ``$CBCN_DATA/mnist``, and the one-line error when
 TFDS data is neither prepared nor downloadable."""
 import gzip
 import os
@@ -10,11 +10,7 @@ import pytest
 
 from cbcn_tf import cli, data
 from cbcn_tf.errors import DataError
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED_MNIST = os.path.join(os.path.dirname(ROOT), "shared", "datasets", "mnist")
-FILES = ("train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz",
-         "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz")
+from tests.reference import MNIST_FILES, MNIST_ROOT, NEEDS_DATA
 
 
 def _idx(path):
@@ -28,21 +24,22 @@ def _idx(path):
 
 @pytest.fixture(scope="module")
 def mnist_data_dir(tmp_path_factory):
-    if not all(os.path.isfile(os.path.join(SHARED_MNIST, f)) for f in FILES):
-        pytest.skip(f"needs the MNIST IDX files in {SHARED_MNIST} (shared/ is absent)")
+    if MNIST_ROOT is None:  # TFDS prepares both splits: it needs the four files
+        pytest.skip(NEEDS_DATA)
     data_dir = tmp_path_factory.mktemp("tfds")
     manual = data_dir / "downloads" / "manual"
     manual.mkdir(parents=True)
-    for name in FILES:  # what the README tells users: the original files in downloads/manual
-        os.symlink(os.path.join(SHARED_MNIST, name), manual / name)
+    for name in MNIST_FILES:  # what the README tells users: the original files in downloads/manual
+        os.symlink(os.path.join(MNIST_ROOT, name), manual / name)
     return data_dir
 
 
+@pytest.mark.slow  # TFDS prepares all 70,000 MNIST images (mnist_data_dir)
 def test_tfds_mnist_builder_prepares_from_local_files(mnist_data_dir):
     ds = data.load_dataset("mnist", "test", batch_size=10_000, data_dir=str(mnist_data_dir))
     images, labels = next(iter(ds))
-    reference_images = _idx(os.path.join(SHARED_MNIST, "t10k-images-idx3-ubyte.gz"))
-    reference_labels = _idx(os.path.join(SHARED_MNIST, "t10k-labels-idx1-ubyte.gz"))
+    reference_images = _idx(os.path.join(MNIST_ROOT, "t10k-images-idx3-ubyte.gz"))
+    reference_labels = _idx(os.path.join(MNIST_ROOT, "t10k-labels-idx1-ubyte.gz"))
     assert images.shape == (10_000, 28, 28, 1) and labels.dtype.name == "int64"
     # TFDS shuffles the examples when it prepares them: match every image to the raw IDX
     # bytes (after undoing the normalisation) and check its label.
@@ -57,6 +54,7 @@ def test_tfds_mnist_builder_prepares_from_local_files(mnist_data_dir):
     assert (mnist_data_dir / "mnist" / "3.0.1" / "dataset_info.json").is_file()
 
 
+@pytest.mark.slow  # TFDS prepares all 70,000 MNIST images (mnist_data_dir)
 def test_cli_evaluates_on_the_prepared_builder(mnist_data_dir, tmp_path, capsys):
     from cbcn_tf import training
     from cbcn_tf.models import create_model

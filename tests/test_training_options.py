@@ -19,6 +19,7 @@ def test_lr_warmup_ramps_linearly_then_follows_the_milestones():
     assert no_warmup(0) == 0.1
 
 
+@pytest.mark.slow  # three runs of 2 epochs
 def test_speed_options_leave_the_training_curve_unchanged(tmp_path):
     """Same seed: cache and steps_per_execution give the default's history. (jit_compile is
     Keras' own switch, passed through; it is not adopted, see BENCHMARKS.md.)"""

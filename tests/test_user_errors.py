@@ -188,6 +188,7 @@ def test_demo_checks_arguments_before_touching_anything(tmp_path, run_cli):
 # --- failures that are one line -------------------------------------------------------------------
 
 
+@pytest.mark.lce
 def test_benchmark_refuses_damaged_tflite_files(tflite_file, tmp_path, run_cli, error_line):
     data = tflite_file.read_bytes()
     rotten = bytearray(data)
@@ -221,6 +222,7 @@ def test_convert_into_a_missing_folder_fails_before_converting(tiny_run, tmp_pat
     assert not (tmp_path / "missing").exists()
 
 
+@pytest.mark.lce
 def test_float_export_of_a_binary_model_warns(tiny_run, tmp_path, capsys, run_cli):
     assert run_cli("convert", tiny_run, tmp_path / "f.tflite", "--float", "--no-verify") == 0
     err = capsys.readouterr().err

@@ -1,10 +1,11 @@
 """Training and evaluation API: ``train(config, output_dir)`` and ``evaluate(model, dataset)``.
 
-Modules: `loop` (train), `build` (config -> model), `optim` (optimiser, schedule, weight decay),
-`center_loss`, `callbacks`, `inputs` (input pipelines), `distribute` (strategies), `rundir`
-(the run folder: files, resume, rollback), `precise_bn` (BN statistics re-estimated at the
-final weights before validation and saving; ``precise_bn_batches``) and `evaluation` (scores,
-model files).
+Modules: `loop` (train), `resolve` (the one settings step: a config checked as a whole, with
+the dataset's model_kwargs and absolute paths), `build` (resolved config -> model), `optim`
+(optimiser, schedule, weight decay), `center_loss`, `callbacks`, `inputs` (input pipelines),
+`distribute` (strategies), `rundir` (the run folder: files, resume, rollback), `precise_bn`
+(BN statistics re-estimated at the final weights before validation and saving;
+``precise_bn_batches``) and `evaluation` (scores, model files).
 
 A run writes everything to its output folder::
 
@@ -40,9 +41,7 @@ Example:
     >>> sorted(training.evaluate(run, "digits", rotate=True))
     ['loss', 'top1', 'top5']
 """
-from cbcn_tf.training.build import (build_model, check_input_shape,
-                                    check_model_settings, dataset_model_kwargs,
-                                    model_from_kwargs, resolve_config)
+from cbcn_tf.training.build import build_model, model_from_kwargs
 from cbcn_tf.training.callbacks import CheckStartEpoch, HistoryLogger, NaNGuard, TrainingDiverged
 from cbcn_tf.training.center_loss import (CenterLossModel, CenterLossStage, center_deltas,
                                           center_loss)
@@ -57,6 +56,7 @@ from cbcn_tf.training.optim import (WEIGHT_DECAY_SCOPES, add_weight_decay,
                                     scaled_lr)
 from cbcn_tf.training.precise_bn import (PreciseBatchNorm, precise_batch_norm,
                                          reestimate_batch_norm)
+from cbcn_tf.training.resolve import check_model_settings, dataset_model_kwargs, resolve_config
 from cbcn_tf.training.rundir import (BACKUP_DIR, CURVES_FILE, HISTORY_FILE, MODEL_FILE,
                                      SUMMARY_FILE, TENSORBOARD_DIR, RunDir, read_history)
 
@@ -65,7 +65,7 @@ __all__ = [
     "EVAL_SEED", "HISTORY_FILE", "HistoryLogger", "MODEL_FILE", "NaNGuard", "PreciseBatchNorm",
     "RunDir", "STRATEGIES", "SUMMARY_FILE", "TENSORBOARD_DIR", "TrainResult",
     "TrainingDiverged", "WEIGHT_DECAY_SCOPES", "add_weight_decay", "build_model",
-    "center_deltas", "center_loss", "check_input_shape", "check_model_fits_data",
+    "center_deltas", "center_loss", "check_model_fits_data",
     "check_model_settings", "compile_for_classification",
     "dataset_model_kwargs", "evaluate", "evaluate_angles", "is_chief", "load_model",
     "lr_schedule", "make_input_fn", "make_optimizer", "make_strategy", "model_from_kwargs",

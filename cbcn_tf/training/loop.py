@@ -7,9 +7,7 @@ import tensorflow as tf
 
 from cbcn_tf import config as config_lib
 from cbcn_tf import plots
-from cbcn_tf.errors import ConfigError
-from cbcn_tf.training.build import (build_model, check_input_shape, check_model_settings,
-                                    resolve_config)
+from cbcn_tf.training.build import build_model
 from cbcn_tf.training.callbacks import (CheckStartEpoch, EpochSeededRandomness, HistoryLogger,
                                         NaNGuard)
 from cbcn_tf.training.center_loss import CenterLossModel, CenterLossStage
@@ -19,6 +17,7 @@ from cbcn_tf.training.inputs import training_data
 from cbcn_tf.training.optim import (add_weight_decay, compile_for_classification,
                                     lr_schedule, make_optimizer, scaled_lr)
 from cbcn_tf.training.precise_bn import PreciseBatchNorm
+from cbcn_tf.training.resolve import resolve_config
 from cbcn_tf.training.rundir import (CURVES_FILE, HISTORY_FILE, MODEL_FILE, SUMMARY_FILE,
                                      TENSORBOARD_DIR, RunDir)
 
@@ -39,13 +38,13 @@ def train(config: config_lib.TrainConfig, output_dir: str, *, resume: bool = Fal
           verbose: int = 1) -> TrainResult:
     """Train ``config`` into ``output_dir`` (see `cbcn_tf.training` for what is written).
 
-    Everything is checked before anything is written (config values, model name, input size,
-    dataset, output folder); a failure while setting up removes what this call created. The
-    output folder must be new or empty, or hold a run of the same model: with ``resume`` it
-    continues there (more epochs, another lr, ...); without it, it continues only an
-    *interrupted* run (backup present, no model.h5) whose saved config equals ``config``, so a
-    killed job restarted with the same command picks up where it stopped. Any other folder
-    holding a run is refused (ValueError).
+    Everything is checked before anything is written (`resolve_config`: values, dataset,
+    model, batch split; then the output folder); a failure while setting up removes what this
+    call created. The output folder must be new or empty, or hold a run of the same model:
+    with ``resume`` it continues there (more epochs, another lr, ...); without it, it
+    continues only an *interrupted* run (backup present, no model.h5) whose saved config
+    equals the resolved ``config``, so a killed job restarted with the same command picks up
+    where it stopped. Any other folder holding a run is refused (ValueError).
 
     Distributed (``config.distribute``): the global ``batch_size`` is split across replicas
     and each worker reads its own shard (``strategy.distribute_datasets_from_function`` with
@@ -57,15 +56,8 @@ def train(config: config_lib.TrainConfig, output_dir: str, *, resume: bool = Fal
     # MultiWorkerMirroredStrategy must exist before any TF op runs in this process.
     strategy = make_strategy(config.distribute)
     chief = is_chief(strategy)
-    config_lib.check_values(config)
-    config = resolve_config(config)  # unknown dataset / unreadable folders fail here
-    check_model_settings(config)
-    check_input_shape(config)
-    replicas = strategy.num_replicas_in_sync
-    if config.batch_size % replicas:
-        raise ConfigError(
-            f"batch_size {config.batch_size} is the global batch and must divide evenly across "
-            f"the {replicas} replicas; use a multiple of {replicas}.")
+    # The one settings step: what follows uses `config` as it is.
+    config = resolve_config(config, replicas=strategy.num_replicas_in_sync)
 
     run = RunDir(output_dir)
     task_type, task_id = task(strategy)

@@ -7,8 +7,7 @@ import typing
 import tensorflow as tf
 
 from cbcn_tf import config as config_lib
-from cbcn_tf.errors import ConfigError
-from cbcn_tf.summary import iter_layers
+from cbcn_tf.rewrite import iter_layers
 from cbcn_tf.training.center_loss import CenterLossModel
 
 WEIGHT_DECAY_SCOPES = typing.get_args(config_lib.WeightDecayScope)
@@ -81,16 +80,14 @@ def add_weight_decay(model: tf.keras.Model, weight_decay: float, scope: str = "a
         return
     if scope == "all":
         variables = list(model.trainable_variables)
-    elif scope in WEIGHT_DECAY_SCOPES:
+    else:
+        # KeyError for a name outside WEIGHT_DECAY_SCOPES (a TrainConfig cannot hold one).
+        float_only = {"kernels": False, "float_kernels": True}[scope]
         variables = [
             layer.kernel for layer in iter_layers(model)
             if getattr(layer, "kernel", None) is not None and layer.kernel.trainable
-            and (scope == "kernels" or getattr(layer, "kernel_quantizer", None) is None)
+            and not (float_only and getattr(layer, "kernel_quantizer", None) is not None)
         ]
-    else:
-        raise ConfigError(
-            f"Unknown weight_decay_scope {scope!r}; use {', '.join(WEIGHT_DECAY_SCOPES[:-1])} "
-            f"or {WEIGHT_DECAY_SCOPES[-1]}.")
     # Decay the latent float weights of larq's quantized variables, never their sign.
     variables = [getattr(v, "latent_variable", v) for v in variables]
     model.add_loss(lambda: weight_decay * tf.add_n([tf.nn.l2_loss(v) for v in variables]))

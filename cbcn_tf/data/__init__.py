@@ -15,6 +15,11 @@ CIFAR10-rot: uniform in [0, 360)). Each example's angle is a stateless function 
 ``(seed, index of the example in its source split)``, so it does not depend on shuffling,
 sharding or batching, and two calls give identical images.
 
+The modules beside this one: `cbcn_tf.data.mnist_idx` reads the original MNIST IDX files,
+`cbcn_tf.data.image_folders` finds and checks ``PATH/<split>/<class>/<image>`` folders, and
+`cbcn_tf.data.augment` holds the rotation and the training augmentation. The TFDS builders
+(CIFAR, ImageNet, MNIST without IDX files) are prepared here, in `load_dataset`'s sources.
+
 Example::
 
     ds = load_dataset("digits", "train", batch_size=64, training=True)
@@ -28,11 +33,11 @@ from typing import Literal
 import numpy as np
 import tensorflow as tf
 
-from cbcn_tf import image_folders, mnist_idx
-from cbcn_tf.augment import make_prepare, rotate_images
+from cbcn_tf.data import image_folders, mnist_idx
+from cbcn_tf.data.augment import make_prepare, rotate_images
+from cbcn_tf.data.mnist_idx import read_idx
 from cbcn_tf.epochs import stream_epochs
 from cbcn_tf.errors import DataError
-from cbcn_tf.mnist_idx import read_idx
 
 # Training augmentation recipes (see the module docstring): "cifar" (reflect-pad crop + flip),
 # "mnist" (reflect-pad crop, no flip), "imagenet" (random-resized crop + flip; centre crop).
@@ -149,11 +154,12 @@ def load_dataset(
       ends on a 2x2 map. ``"train"`` is the first 80% (1,437) of a fixed permutation (seed 0)
       and ``"test"`` the remaining 360. There is no folder to read, so a ``data_dir`` is
       refused (`DataError`).
-    * ``"mnist"`` with ``data_dir`` holding the four original IDX files, gzipped as published
-      (``train-images-idx3-ubyte.gz`` ...; e.g. ``../shared/datasets/mnist``) or gunzipped
-      (``train-images-idx3-ubyte``): read offline with NumPy, each file's md5 checked against
-      the published one of its form. A ``data_dir`` holding any IDX-like file is read this
-      way, so a missing file is an error naming it, never a TFDS download.
+    * ``"mnist"`` with ``data_dir`` holding the original IDX files, gzipped as published
+      (``train-images-idx3-ubyte.gz`` ...) or gunzipped (``train-images-idx3-ubyte``): read
+      offline with NumPy, each file's md5 checked against the published one of its form. Only
+      the two files of the split read must be there (``t10k-*`` for ``"test"``). A
+      ``data_dir`` holding any IDX-like file is read this way, so a missing file is an error
+      naming it, never a TFDS download.
     * ``"mnist"`` (other ``data_dir``), ``"cifar10"``, ``"cifar100"``: the TFDS builder in
       ``data_dir`` (TFDS's default folder when None), prepared on first use from the original
       files in ``<data_dir>/downloads/manual`` if they are there (e.g. MNIST's four

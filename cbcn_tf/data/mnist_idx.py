@@ -1,10 +1,11 @@
 """The original MNIST files (IDX format, gzipped or gunzipped), read offline with NumPy
 (docs/METHOD.md §7).
 
-``cbcn_tf.data`` uses this when ``dataset: mnist`` comes with a ``data_dir`` holding IDX files,
-e.g. ``../shared/datasets/mnist``. Each file may be as published (``train-images-idx3-ubyte.gz``)
-or gunzipped (``train-images-idx3-ubyte``, or ``train-images.idx3-ubyte`` as some mirrors name
-it); its md5 is checked against the published one of that form.
+``cbcn_tf.data`` uses this when ``dataset: mnist`` comes with a ``data_dir`` holding IDX
+files. Each file may be as published (``train-images-idx3-ubyte.gz``) or gunzipped
+(``train-images-idx3-ubyte``, or ``train-images.idx3-ubyte`` as some mirrors name it); its md5
+is checked against the published one of that form. A split needs only its own two files, so a
+folder with the ``t10k-*`` files alone serves the test split.
 """
 from __future__ import annotations
 
@@ -68,7 +69,7 @@ def read_idx(path, *, md5: str | None = None) -> np.ndarray:
 
     Example::
 
-        read_idx("../shared/datasets/mnist/t10k-labels-idx1-ubyte.gz").shape   # (10000,)
+        read_idx("mnist/t10k-labels-idx1-ubyte.gz").shape   # (10000,)
     """
     stored = _read_bytes(path)
     _check_md5(path, stored, md5)
@@ -77,8 +78,9 @@ def read_idx(path, *, md5: str | None = None) -> np.ndarray:
 
 @functools.lru_cache(maxsize=4)
 def load_split(folder, split):
-    """(uint8 images (N, 28, 28, 1), int64 labels) of one split read from the IDX files."""
-    paths = [_find(folder, name) for name in MNIST_IDX_FILES[split]]
+    """(uint8 images (N, 28, 28, 1), int64 labels) of one split read from its two IDX files
+    (the other split's files need not be in ``folder``)."""
+    paths = [_find(folder, name, split) for name in MNIST_IDX_FILES[split]]
     images, labels = (_read_original(path, name)
                       for path, name in zip(paths, MNIST_IDX_FILES[split]))
     if images.shape[0] != labels.shape[0] or images.shape[1:] != (28, 28):
@@ -87,16 +89,17 @@ def load_split(folder, split):
     return images[..., None], labels.astype(np.int64)
 
 
-def _find(folder, name) -> str:
-    """The path of the published file ``name`` in ``folder``, in any accepted form."""
+def _find(folder, name, split) -> str:
+    """The path of the published file ``name`` (of ``split``) in ``folder``, in any accepted
+    form."""
     for candidate in idx_names(name):
         path = os.path.join(folder, candidate)
         if os.path.exists(path):
             return path
-    names = ", ".join(n for pair in MNIST_IDX_FILES.values() for n in pair)
+    names = " and ".join(MNIST_IDX_FILES[split])
     raise DataError(f"MNIST file {os.path.join(folder, name)} is missing (also looked for "
-                    f"{' and '.join(idx_names(name)[1:])}); data_dir must hold the four "
-                    f"original IDX files, gzipped or not ({names}).")
+                    f"{' and '.join(idx_names(name)[1:])}); the {split!r} split reads the "
+                    f"original IDX files {names} (gzipped or not): put them in {folder}.")
 
 
 def _read_original(path, name) -> np.ndarray:
@@ -113,8 +116,8 @@ def _read_bytes(path) -> bytes:
         with open(path, "rb") as handle:
             return handle.read()
     except OSError as exc:
-        raise DataError(f"Cannot read MNIST file {path}: {exc.strerror}. Put the four original "
-                        "IDX files in data_dir.") from None
+        raise DataError(f"Cannot read MNIST file {path}: {exc.strerror}. Put the original IDX "
+                        "files in data_dir.") from None
 
 
 def _check_md5(path, stored: bytes, md5: str | None, form: str = "") -> None:
