@@ -1,6 +1,6 @@
 # make demo: install, then run the main job end to end (offline, packaged dataset).
-# make test: install, then run the test suite; make test-fast: the same without the tests
-# marked slow (pytest.ini lists the markers).
+# make test: install, lint (make lint: ruff, ruff.toml), then run the test suite; make test-fast:
+# the tests without those marked slow (pytest.ini lists the markers).
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -8,7 +8,7 @@ STAMP := $(VENV)/.installed
 export TF_CPP_MIN_LOG_LEVEL ?= 2
 export TF_USE_LEGACY_KERAS := 1
 
-.PHONY: install test test-fast demo benchmarks clean
+.PHONY: install lint test test-fast demo benchmarks clean
 
 install: $(STAMP)
 
@@ -24,12 +24,17 @@ $(STAMP): setup.py constraints.txt
 # fixture runs once.
 TEST_WORKERS ?= 2
 PYTEST := $(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadgroup
+# The tests and the packages' docstring examples (pytest.ini: --doctest-modules).
+TEST_PATHS := tests cbcn_tf models converters
 
-test: install
-	$(PYTEST) --durations=10 tests
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: install lint
+	$(PYTEST) --durations=10 $(TEST_PATHS)
 
 test-fast: install
-	$(PYTEST) -m "not slow" tests
+	$(PYTEST) -m "not slow" $(TEST_PATHS)
 
 demo: install
 	$(VENV)/bin/cbcn demo --output demo_output

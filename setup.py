@@ -36,7 +36,7 @@ setup(
         "pyyaml>=6",
     ],
     extras_require={
-        "test": ["pytest>=7", "pytest-xdist>=3"],
+        "test": ["pytest>=7", "pytest-xdist>=3", "ruff"],
         "dev": ["pytest>=7", "pytest-xdist>=3", "ruff"],
     },
     entry_points={"console_scripts": ["cbcn=cbcn_tf.cli:main"]},

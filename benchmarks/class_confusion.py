@@ -111,7 +111,9 @@ def main(argv=None) -> int:
     from cbcn_tf import files
     from cbcn_tf.errors import ConfigError
 
-    command = shlex.join(["python", os.path.relpath(__file__), *(argv or sys.argv[1:])])
+    command = ledger.portable_command(shlex.join(
+        ["python", os.path.relpath(os.path.abspath(__file__), campaign_cells.ROOT),
+         *(argv or sys.argv[1:])]))
     by_key = {ledger.row_key(r): r for r in ledger.read_ledger(args.ledger)}
     rows = []
     for cell in campaign_cells.all_cells(["invariance"], epochs=args.epochs,

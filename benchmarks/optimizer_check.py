@@ -43,6 +43,22 @@ def cells(epochs=3, steps_per_epoch=None):
         for optimizer, overrides in OPTIMIZERS.items() for arm in ARMS]
 
 
+def row_cells(rows) -> dict:
+    """{(arm, optimizer): Cell} of this script's CSV ``rows``, each cell trained for the last
+    epoch its rows reach."""
+    last = {}
+    for row in rows:
+        key = (row["arm"], row["optimizer"])
+        last[key] = max(last.get(key, 0), int(row["epoch"]))
+    found = {}
+    for epochs in set(last.values()):
+        for optimizer, cell in cells(epochs):
+            key = (cell.arm.rsplit("_", 1)[0], optimizer)
+            if last.get(key) == epochs:
+                found[key] = cell
+    return found
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs-dir", default=os.path.join("/tmp", "cbcn_optimizer_check"))

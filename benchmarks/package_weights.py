@@ -9,7 +9,10 @@ epochs and that test error. Every file is written atomically; the registry last.
 
 Usage (the MNIST IDX files are read offline from --data-dir):
     python benchmarks/package_weights.py --runs-dir RUNS --data-dir MNIST_IDX_FOLDER
-    python benchmarks/package_weights.py ... --seed 0 --epochs 50
+    python benchmarks/package_weights.py ... --seed 0 --epochs 50 --recipe adopted
+
+``--recipe adopted`` (the default) packages the cells trained with the recipe Table 2 adopted
+(``ARM_adam_cosine``); ``--recipe paper`` the cells of the paper's own reading.
 """
 from __future__ import annotations
 
@@ -29,12 +32,15 @@ PACKAGES = {("cbcn", "upright"): "mnist", ("xnor", "upright"): "mnist",
 STAGE = (5, 10, 20, 40)  # the LeNet defaults, so create_model(..., weights=...) needs no kwargs
 
 
-def _cells(seed, epochs):
-    from campaign.cells import mnist_cells
+def _cells(seed, epochs, recipe="adopted"):
+    """(cell, weights name) per entry of `PACKAGES`, from the 50-epoch Table 2 cells trained
+    with ``recipe``: ``"adopted"`` (arms ``ARM_adam_cosine``) or ``"paper"``."""
+    from campaign.cells import adopted_cells, arm_recipe, converged_cells
 
-    cells = {(c.arm, c.protocol): c for c in mnist_cells(epochs)
+    source = adopted_cells if recipe == "adopted" else converged_cells
+    cells = {(arm_recipe(c.arm)[0], c.protocol): c for c in source(epochs, seeds=seed + 1)
              if c.seed == seed and c.kernel_stage == STAGE}
-    return [(cells[key], weights) for key, weights in PACKAGES.items()]
+    return [(cells[key], weights) for key, weights in PACKAGES.items() if key in cells]
 
 
 def package(cell, weights, row, run_dir, data_dir) -> dict:
@@ -56,8 +62,8 @@ def package(cell, weights, row, run_dir, data_dir) -> dict:
     rotate = cell.protocol == "rotated"
     entry = dict(name=model.name, weights=weights, function=config.model, kwargs=kwargs,
                  file=name, sha256=pretrained.sha256(path), dataset=config.dataset,
-                 rotate=rotate, split=config.eval_split, recipe=os.path.relpath(
-                     cell.recipe, ROOT), seed=cell.seed, epochs=cell.epochs,
+                 rotate=rotate, split=config.eval_split, recipe=_recipe_name(cell),
+                 seed=cell.seed, epochs=cell.epochs,
                  command=row["command"])
     # Score what was written, through the same path as `cbcn evaluate NAME:WEIGHTS`.
     reloaded = create_model(config.model, **kwargs)
@@ -76,6 +82,15 @@ EVAL_BATCH = 128  # `cbcn evaluate`'s default batch size
 IMAGES = {"test": 10_000}
 
 
+def _recipe_name(cell) -> str:
+    """The recipe file and, for an arm trained with a recipe-check candidate, its name."""
+    from campaign.cells import arm_recipe
+
+    candidate = arm_recipe(cell.arm)[1]
+    path = os.path.relpath(cell.recipe, ROOT)
+    return f"{path} ({candidate})" if candidate else f"{path} (paper)"
+
+
 def _config(cell):
     from campaign.cells import cell_config
 
@@ -88,6 +103,8 @@ def main(argv=None) -> int:
     parser.add_argument("--data-dir", required=True, help="folder with the MNIST IDX files")
     parser.add_argument("--seed", type=int, default=0, help="which seed's cells to package")
     parser.add_argument("--epochs", type=int, default=50, help="which budget's cells")
+    parser.add_argument("--recipe", choices=("adopted", "paper"), default="adopted",
+                        help="package the cells of the adopted recipe (default) or the paper's")
     parser.add_argument("--ledger", default=None, help="default: the campaign ledger")
     args = parser.parse_args(argv)
 
@@ -97,7 +114,7 @@ def main(argv=None) -> int:
 
     rows = {ledger.row_key(r): r for r in ledger.read_ledger(args.ledger or ledger.LEDGER)}
     entries = []
-    for cell, weights in _cells(args.seed, args.epochs):
+    for cell, weights in _cells(args.seed, args.epochs, args.recipe):
         row = rows.get(cell.key())
         run_dir = ledger.trained_run_dir(cell, row, args.runs_dir) if row else None
         if run_dir is None:

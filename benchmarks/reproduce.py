@@ -18,6 +18,8 @@ Groups (``--only``):
   ``mnist`` except ``epochs``, so both budgets sit side by side in one ledger.
 * ``mnist_recipe_check``: when the paper's reading misses the paper's numbers at 50 epochs,
   the candidates of ``RECIPE_CANDIDATES`` on every arm alike, on a validation split.
+* ``mnist_adopted``: the ``mnist_converged`` cells again under the candidate adopted from the
+  recipe check (``ADOPTED_RECIPE``: Adam lr 0.001, cosine decay), arms ``ARM_adam_cosine``.
 * ``cifar10``: Tables 3 / 4, ResNet18: CBCN K = 4, XNOR with doubled shortcuts at the same
   feature widths, full precision (3 seeds); CBCN K = 2 and CBCN with ApproxSign (2 seeds).
   Scored on the seeded 5,000-image validation split (the ImageFolder copy has no test split).
@@ -65,8 +67,13 @@ Usage:
     python benchmarks/reproduce.py --only demo --epochs 1 --steps-per-epoch 2 --seeds 1 \\
         --ledger /tmp/ledger.csv --runs-dir /tmp/runs          # a tiny smoke run
 
-The code lives in the package ``benchmarks/campaign/`` (cells, ledger, budget, runner); this
-file is its command and gives its names to the scripts and tests that import ``reproduce``.
+Rows of a campaign run from another checkout are added to this ledger, with this checkout's
+command and run folder of each cell, by ``python benchmarks/merge_ledger.py OTHER.csv``
+(``campaign/merge.py``).
+
+The code lives in the package ``benchmarks/campaign/`` (cells, ledger, budget, runner, merge);
+this file is its command and gives its names to the scripts and tests that import
+``reproduce``.
 """
 import os
 import sys

@@ -15,9 +15,12 @@ packaged handwritten digits at 16x16, ResNet18 with kernel stage 4-4-8-16):
 
 Every number printed comes from this run.
 
-Example:
-    >>> from cbcn_tf.demo import run_demo
-    >>> rows = run_demo("/tmp/cbcn_demo", epochs=1, export=False)  # doctest: +SKIP
+Example (``run_demo`` trains three ResNet18s, a minute or more even at one epoch, so its two
+lines are not run when the docstring examples are tested):
+    >>> from cbcn_tf.demo import ARMS, run_demo
+    >>> [label for _, label, _ in ARMS]
+    ['CBCN K=4', 'XNOR K=1', 'Full precision']
+    >>> rows = run_demo("demo_output", epochs=1, export=False)  # doctest: +SKIP
     >>> [row["arm"] for row in rows]  # doctest: +SKIP
     ['CBCN K=4', 'XNOR K=1', 'Full precision']
 """

@@ -52,7 +52,7 @@ class DivergenceError(CbcnError, ValueError):
     """The loss became NaN or infinite; the message says what to try."""
 
 
-# The name the training API used first.
+# The same class under the name `cbcn_tf.training` raises and exports it by.
 TrainingDiverged = DivergenceError
 
 __all__ = ["CbcnError", "ConfigError", "DataError", "DivergenceError", "ExportError",

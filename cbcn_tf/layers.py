@@ -25,6 +25,8 @@ class CBConv2D(lq.layers.QuantConv2D):
     Args:
         filters: learned feature maps; the layer outputs ``filters * orientations`` channels.
         kernel_size: odd square kernel (K = 8 needs 1x1 or 3x3).
+        strides, padding: as in ``larq.layers.QuantConv2D``, in the same positions; the
+            arguments below are keyword-only.
         orientations: K in {1, 2, 4, 8}; input channels must be a multiple of K.
         tied: one plane shared by all K input orientations (paper text) instead of K planes.
         scale: "layer_mean" (one scalar mean|W| per layer, released code, default),
@@ -43,12 +45,13 @@ class CBConv2D(lq.layers.QuantConv2D):
         self,
         filters: int,
         kernel_size,
-        orientations: int = 4,
-        tied: bool = False,
-        scale: str | None = "layer_mean",
         strides=(1, 1),
         padding: str = "same",
         pad_values: float = 1.0,
+        *,
+        orientations: int = 4,
+        tied: bool = False,
+        scale: str | None = "layer_mean",
         input_quantizer="approx_sign",
         kernel_quantizer="gaussian_sign",
         kernel_initializer=None,

@@ -1,10 +1,14 @@
 """Training-curve figures (PNG, matplotlib's Agg canvas: no display, no global backend change).
 
 Example:
+    >>> import os, tempfile
     >>> from cbcn_tf import plots
     >>> rows = [{"epoch": 0, "loss": 2.0, "val_loss": 1.9, "accuracy": 0.3, "val_accuracy": 0.35},
     ...         {"epoch": 1, "loss": 1.2, "val_loss": 1.3, "accuracy": 0.6, "val_accuracy": 0.55}]
-    >>> plots.plot_curves({"cbcn": rows}, "/tmp/curves.png")
+    >>> path = os.path.join(tempfile.mkdtemp(), "curves.png")
+    >>> plots.plot_curves({"cbcn": rows}, path)
+    >>> os.path.getsize(path) > 0
+    True
 """
 from __future__ import annotations
 

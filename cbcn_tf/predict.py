@@ -21,11 +21,23 @@ MNIST and digits ``'0'`` .. ``'9'``, the CIFAR-10 names, an image folder's class
 TFDS's label names for the other datasets. Probabilities are the model's outputs when it ends
 in a softmax (the zoo models do), else the softmax of its outputs.
 
-Example:
+Example (an untrained model, so only the form of the answer is shown; a run folder such as
+``"runs/digits"`` or packaged weights such as ``"cbcn_lenet:mnist"`` in its place give a trained
+model's classes):
+    >>> import os, tempfile
+    >>> import numpy as np, tensorflow as tf
+    >>> from sklearn.datasets import load_digits
+    >>> from cbcn_tf.models import create_model
     >>> from cbcn_tf.predict import predict
-    >>> for result in predict("runs/digits", ["seven.png"], top_k=3):  # doctest: +SKIP
-    ...     print(result.path, [(t.name, round(t.probability, 3)) for t in result.top])
-    seven.png [('7', 0.981), ('1', 0.011), ('9', 0.004)]
+    >>> scan = load_digits().images[7]  # an 8x8 scan of a 7, ink 0..16
+    >>> path = os.path.join(tempfile.mkdtemp(), "seven.png")
+    >>> tf.io.write_file(path, tf.io.encode_png(np.uint8(scan * 255 / 16)[..., None]))
+    >>> model = create_model("cbcn_lenet", input_shape=(16, 16, 1), orientations=2)
+    >>> [result] = predict(model, [path], top_k=3, dataset="digits")
+    >>> os.path.basename(result.path), len(result.top)
+    ('seven.png', 3)
+    >>> result.top[0].probability >= result.top[1].probability >= result.top[2].probability
+    True
 """
 from __future__ import annotations
 
@@ -290,7 +302,7 @@ def _decode(path, info, model_name) -> tf.Tensor:
         raise DataError(f"{path} is not a PNG or JPEG image; pass .png / .jpg files (other "
                         "formats: convert them first).")
     channels = info.input_shape[2]
-    converts = info.name in _DECODE_TO_CHANNELS or info.name.startswith("folder:")
+    converts = info.name in _DECODE_TO_CHANNELS or info.root is not None
     try:
         image = tf.io.decode_image(raw, channels=channels if converts else 0,
                                    expand_animations=False)

@@ -5,11 +5,13 @@ By stage: `materialize` (CBConv2D -> binary conv holding sign(E) + ChannelScale)
 export pipeline and size report), `benchmark` (latency).
 
 Example:
+    >>> import os, tempfile
     >>> import cbcn_tf, tensorflow as tf
     >>> from cbcn_tf.converters import export_lce
     >>> x = tf.keras.Input((16, 16, 8))
     >>> model = tf.keras.Model(x, cbcn_tf.CBConv2D(8, 3, orientations=4)(x))
-    >>> export_lce(model, "/tmp/cbconv.tflite").ops["LceBconv2d"]
+    >>> path = os.path.join(tempfile.mkdtemp(), "cbconv.tflite")
+    >>> export_lce(model, path).ops["LceBconv2d"]
     1
 """
 from cbcn_tf.converters.benchmark import KERNELS, BenchmarkReport, Measurement, benchmark_tflite

@@ -8,10 +8,19 @@ binary (README, 'Deploy to a phone') and report the kernel and thread count with
 Configurations run round-robin (one invocation each per round, starting position rotated every
 round) after a warm-up, so drift of the host (other jobs, frequency scaling) hits all alike.
 
-Example:
-    >>> from cbcn_tf.converters import benchmark_tflite
-    >>> report = benchmark_tflite("/tmp/cbconv.tflite", runs=20, warmup=2)
-    >>> print(report.to_markdown())  # doctest: +SKIP
+Example (the timings differ from run to run and host to host):
+    >>> import os, tempfile
+    >>> import cbcn_tf, tensorflow as tf
+    >>> from cbcn_tf.converters import benchmark_tflite, export_lce
+    >>> x = tf.keras.Input((16, 16, 8))
+    >>> path = os.path.join(tempfile.mkdtemp(), "cbconv.tflite")
+    >>> _ = export_lce(tf.keras.Model(x, cbcn_tf.CBConv2D(8, 3, orientations=4)(x)), path)
+    >>> report = benchmark_tflite(path, runs=20, warmup=2)
+    >>> print(report.to_markdown())
+    | model | runtime | kernel | threads | runs | median ms | p90 ms | min ms |
+    |---|---|---|---:|---:|---:|---:|---:|
+    | model | lce | default | 1 | 20 | ...
+    ...
 """
 from __future__ import annotations
 
@@ -207,10 +216,16 @@ def benchmark_tflite(model, *, runs: int = 50, warmup: int = 5, threads=(1, 2),
     plain model runs on ``tf.lite.Interpreter`` with XNNPack. ``baseline`` (e.g. the float
     twin's .tflite) is measured the same way, interleaved with ``model``'s configurations.
 
-    Example:
-        >>> report = benchmark_tflite("cbcn.tflite", baseline="twin.tflite",
-        ...                           runs=30)  # doctest: +SKIP
-        >>> report.best("model").median_ms / report.best("float twin").median_ms  # doctest: +SKIP
+    Example (a CBCN against its full-precision twin, both as flatbuffer bytes):
+        >>> from cbcn_tf.converters import lce_flatbuffer, tflite_flatbuffer
+        >>> from cbcn_tf.models import create_model
+        >>> kwargs = dict(input_shape=(16, 16, 1), orientations=2)
+        >>> cbcn = lce_flatbuffer(create_model("cbcn_lenet", **kwargs))
+        >>> twin = tflite_flatbuffer(create_model("cbcn_lenet", binary=False, **kwargs))
+        >>> report = benchmark_tflite(cbcn, baseline=twin, runs=30)
+        >>> speedup = report.best("float twin").median_ms / report.best("model").median_ms
+        >>> sorted({row.model for row in report.rows})
+        ['float twin', 'model']
     """
     check_settings(runs=runs, warmup=warmup, threads=threads, kernels=kernels)
     configs = _configurations(name, _read(model), threads, kernels, seed)

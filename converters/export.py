@@ -14,11 +14,13 @@ Every export is checked before anything is written:
 5. *Atomic write*: a temp file in the destination folder, then ``os.replace``.
 
 Example:
+    >>> import os, tempfile
     >>> import cbcn_tf, tensorflow as tf
     >>> from cbcn_tf.converters import export_lce
     >>> x = tf.keras.Input((16, 16, 8))
     >>> y = cbcn_tf.CBConv2D(8, 3, orientations=4)(x)
-    >>> result = export_lce(tf.keras.Model(x, y), "/tmp/cbconv.tflite")
+    >>> path = os.path.join(tempfile.mkdtemp(), "cbconv.tflite")
+    >>> result = export_lce(tf.keras.Model(x, y), path)
     >>> result.ops["LceBconv2d"], result.parity.ok
     (1, True)
 """
@@ -225,9 +227,12 @@ def export_lce(model: tf.keras.Model, path, *, target: str = "arm", verify: bool
         ExportResult(path, bytes, ops, binary_layers, float_binary_layers, parity).
 
     Example:
-        >>> result = export_lce(model, "model.tflite")  # doctest: +SKIP
-        >>> result.ops["LceBconv2d"] == len(result.binary_layers)  # doctest: +SKIP
-        True
+        >>> import os, tempfile
+        >>> from cbcn_tf.models import create_model
+        >>> model = create_model("cbcn_lenet", input_shape=(16, 16, 1), orientations=2)
+        >>> result = export_lce(model, os.path.join(tempfile.mkdtemp(), "model.tflite"))
+        >>> result.ops["LceBconv2d"] == len(result.binary_layers), result.parity.ok
+        (True, True)
     """
     flatbuffer = lce_flatbuffer(model, target=target)
     audit = audit_ops(flatbuffer)
@@ -248,8 +253,12 @@ def export_tflite(model: tf.keras.Model, path, *, verify: bool = True, samples: 
     Same checks as :func:`export_lce` with ``tf.lite.Interpreter`` instead of LCE's.
 
     Example:
-        >>> twin = cbcn_tf.models.create_model("cbcn_resnet18", binary=False)  # doctest: +SKIP
-        >>> export_tflite(twin, "twin.tflite").bytes  # doctest: +SKIP
+        >>> import os, tempfile
+        >>> from cbcn_tf.models import create_model
+        >>> twin = create_model("cbcn_lenet", input_shape=(16, 16, 1), binary=False)
+        >>> result = export_tflite(twin, os.path.join(tempfile.mkdtemp(), "twin.tflite"))
+        >>> result.bytes == os.path.getsize(result.path), result.parity.ok
+        (True, True)
     """
     flatbuffer = tflite_flatbuffer(model)
     audit = audit_ops(flatbuffer)
@@ -287,10 +296,10 @@ def size_report(model: tf.keras.Model, float_twin: tf.keras.Model) -> SizeReport
     """Convert both models in memory and compare real and predicted sizes.
 
     Example:
-        >>> from cbcn_tf.models import create_model  # doctest: +SKIP
-        >>> report = size_report(create_model("cbcn_resnet18"),
-        ...                      create_model("cbcn_resnet18", binary=False))  # doctest: +SKIP
-        >>> report.ratio <= 1 / 8  # doctest: +SKIP
+        >>> from cbcn_tf.models import create_model
+        >>> report = size_report(create_model("cbcn_lenet"),
+        ...                      create_model("cbcn_lenet", binary=False))
+        >>> report.ratio <= 1 / 8
         True
     """
     totals = cbcn_summary(model, print_fn=None).totals

@@ -63,7 +63,11 @@ def audit_ops(flatbuffer: bytes) -> OpAudit:
     """Read the operators of a .tflite flatbuffer with the TFLite schema shipped with LCE.
 
     Example:
-        >>> audit = audit_ops(open("/tmp/cbconv.tflite", "rb").read())
+        >>> import cbcn_tf, tensorflow as tf
+        >>> from cbcn_tf.converters import lce_flatbuffer
+        >>> x = tf.keras.Input((16, 16, 8))
+        >>> model = tf.keras.Model(x, cbcn_tf.CBConv2D(8, 3, orientations=4)(x))
+        >>> audit = audit_ops(lce_flatbuffer(model))
         >>> audit.counts["LceBconv2d"], audit.unsupported_ops
         (1, ())
     """

@@ -98,7 +98,11 @@ def check_parity(model, flatbuffer: bytes, *, lce_runtime: bool = True, samples:
     outputs, not the logits inside), see :class:`Parity`.
 
     Example:
-        >>> check_parity(model, open("/tmp/cbconv.tflite", "rb").read()).ok  # doctest: +SKIP
+        >>> import cbcn_tf
+        >>> from cbcn_tf.converters import lce_flatbuffer
+        >>> x = tf.keras.Input((16, 16, 8))
+        >>> model = tf.keras.Model(x, cbcn_tf.CBConv2D(8, 3, orientations=4)(x))
+        >>> check_parity(model, lce_flatbuffer(model)).ok
         True
     """
     inputs = random_inputs(input_shapes(flatbuffer), samples, seed)

@@ -41,6 +41,15 @@ def idx_bytes(array):
         int(d).to_bytes(4, "big") for d in array.shape)
     return header + array.astype(np.uint8).tobytes()
 
+def ledger_row(table="t", arm="a", stage="4-4-8-16", protocol="upright", seed=0, epochs=2,
+               seconds=None, top1=0.5, rot=0.4):
+    """A campaign ledger row as `csv.DictReader` reads it back (every value a string)."""
+    return dict(table=table, arm=arm, kernel_stage=stage, protocol=protocol, seed=str(seed),
+                epochs=str(epochs), steps_per_epoch="", top1=str(top1), rot_top1=str(rot),
+                seconds_per_epoch="" if seconds is None else str(seconds), score_split="test",
+                bops="10", flops="20", command="cbcn train --config x --set seed=0")
+
+
 RING = [(0, 0), (0, 1), (0, 2), (1, 2), (2, 2), (2, 1), (2, 0), (1, 0)]
 
 
@@ -58,16 +67,8 @@ def rot_cw(plane: np.ndarray, r: int, k: int) -> np.ndarray:
 
 
 def rot_ccw(plane, r, k):
-    """Inverse of rot_cw."""
-    if plane.shape[0] == 1:
-        return plane.copy()
-    if k == 8:
-        out = plane.copy()
-        for j, (y, x) in enumerate(RING):
-            ty, tx = RING[(j + r) % 8]
-            out[y, x] = plane[ty, tx]
-        return out
-    return np.rot90(plane, r * 4 // k).copy()
+    """Inverse of rot_cw: r steps counter-clockwise are k - r steps clockwise."""
+    return rot_cw(plane, (-r) % k, k)
 
 
 def expand(w: np.ndarray, k: int, tied: bool = False) -> np.ndarray:
@@ -134,3 +135,15 @@ def randomize_statistics(model, seed=0, slopes=(0.1, 0.4)):
         elif isinstance(layer, (tf.keras.layers.PReLU, OrientationPReLU)):
             layer.set_weights([rng.uniform(*slopes, w.shape) for w in layer.get_weights()])
     return model
+
+
+def rotate(x, turns):
+    """Images (N, H, W, C) turned clockwise by ``turns`` quarter turns."""
+    return np.ascontiguousarray(np.rot90(x, -turns, axes=(1, 2)))
+
+
+def rotate_oriented(x, turns, k=4):
+    """Feature maps turned clockwise, orientation channels c * K + k rolled by turns * K / 4."""
+    n, h, w, c = x.shape
+    y = rotate(x, turns)
+    return np.roll(y.reshape(*y.shape[:3], c // k, k), turns * k // 4, axis=-1).reshape(y.shape)

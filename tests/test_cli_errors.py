@@ -1,5 +1,6 @@
 """Bad arguments of the `cbcn` commands found by using them: each is one `cbcn: error:` line
-and exit code 2 before any work (nothing written), or a one-line `cbcn: warning:`."""
+and exit code 2 before any work (nothing written), or a one-line `cbcn: warning:`; an error
+that is not a user error (a bug) keeps its traceback."""
 import errno
 import os
 import tempfile
@@ -8,7 +9,7 @@ import warnings
 import cbcn_tf  # noqa: F401  (Keras 2 before tensorflow)
 import pytest
 
-from cbcn_tf import cli
+from cbcn_tf import cli, training
 from cbcn_tf.errors import ExportError
 from cbcn_tf.training import distribute
 
@@ -94,6 +95,19 @@ def test_make_strategy_warns_for_multi_worker_without_tf_config(monkeypatch):
     assert len(made) == 2
 
 
+def test_cli_keeps_the_traceback_of_a_bug(monkeypatch, tmp_path, train_cli):
+    """A ValueError / OSError that is not a CbcnError is a bug: it propagates."""
+    def buggy(*args, **kwargs):
+        raise ValueError("a bug inside TensorFlow")
+
+    monkeypatch.setattr(training, "train", buggy)
+    with pytest.raises(ValueError, match="a bug inside TensorFlow"):
+        train_cli(tmp_path / "run")
+    monkeypatch.setattr(training, "train", lambda *a, **k: (_ for _ in ()).throw(OSError(5, "io")))
+    with pytest.raises(OSError):
+        train_cli(tmp_path / "run")
+
+
 # --- cbcn evaluate / benchmark --------------------------------------------------------------------
 
 
@@ -120,6 +134,33 @@ def test_benchmark_api_refuses_thread_counts_below_one():
         with pytest.raises(ExportError, match=r"threads \(--threads\) must be 1 or more"):
             benchmark_tflite(b"not read", threads=threads)
     check_settings(threads=(1, 2))
+
+
+# --- cbcn convert --------------------------------------------------------------------------------
+
+
+def test_convert_into_a_missing_folder_fails_before_converting(tiny_run, tmp_path, monkeypatch,
+                                                               run_cli, error_line):
+    import cbcn_tf.converters as converters
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("converted before checking the destination")
+
+    monkeypatch.setattr(converters, "export_lce", must_not_run)
+    monkeypatch.setattr(training, "load_model", must_not_run)
+    target = tmp_path / "missing" / "m.tflite"
+    assert run_cli("convert", tiny_run, target) == 2
+    err = error_line()
+    assert str(tmp_path / "missing") in err and "does not exist" in err and ".tmp" not in err
+    assert not (tmp_path / "missing").exists()
+
+
+@pytest.mark.lce
+def test_float_export_of_a_binary_model_warns(tiny_run, tmp_path, capsys, run_cli):
+    assert run_cli("convert", tiny_run, tmp_path / "f.tflite", "--float", "--no-verify") == 0
+    err = capsys.readouterr().err
+    assert "cbcn: warning:" in err and "32x larger" in err
+    assert (tmp_path / "f.tflite").stat().st_size > 0
 
 
 # --- cbcn demo ---------------------------------------------------------------------------------

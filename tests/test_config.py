@@ -5,6 +5,7 @@ import os
 import cbcn_tf  # noqa: F401  (Keras 2 before tensorflow)
 import numpy as np
 import pytest
+from PIL import Image
 
 from cbcn_tf import config as config_lib
 
@@ -140,6 +141,26 @@ def test_resolve_makes_image_folder_paths_absolute(tmp_path, monkeypatch):
         monkeypatch.chdir("/")  # the resolved settings hold no relative path
         assert training.resolve_config(resolved) == resolved
         monkeypatch.chdir(tmp_path)
+
+
+def test_config_yaml_stores_absolute_paths(tmp_path, monkeypatch, capsys, run_cli, train_cli):
+    root = tmp_path / "imgs"
+    rng = np.random.default_rng(0)
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            os.makedirs(root / split / cls)
+            for i in range(4):
+                Image.fromarray(rng.integers(0, 256, (16, 16), dtype=np.uint8)).save(
+                    root / split / cls / f"{i}.png")
+    monkeypatch.chdir(tmp_path)
+    assert train_cli("run", "dataset=image_folder", "data_dir=imgs") == 0
+    saved = config_lib.read_config(tmp_path / "run" / "config.yaml")
+    assert saved.data_dir == str(root)
+    monkeypatch.chdir(tmp_path / "run")  # evaluate and resume from elsewhere
+    capsys.readouterr()
+    assert run_cli("evaluate", ".", "--no-rotated") == 0
+    assert train_cli(".", "dataset=image_folder", f"data_dir={root}", "epochs=2",
+                     extra=["--resume"]) == 0
 
 
 @pytest.mark.parametrize("overrides, replicas, message", [

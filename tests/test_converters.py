@@ -296,3 +296,31 @@ def test_benchmark_report(tmp_path):
     assert (tmp_path / "bench.csv").read_text().count("\n") == 5
     with pytest.raises(ValueError, match="Unknown kernels"):
         benchmark_tflite(lce_bytes, kernels=("fast",))
+
+
+@pytest.fixture(scope="module")
+def tflite_file(tmp_path_factory):
+    from cbcn_tf.converters import export_lce
+
+    path = tmp_path_factory.mktemp("tflite") / "m.tflite"
+    export_lce(create_model("cbcn_lenet", input_shape=(16, 16, 1), orientations=2,
+                            kernel_stage=(2, 2, 2, 2)), str(path), verify=False)
+    return path
+
+
+@pytest.mark.lce
+def test_benchmark_refuses_damaged_tflite_files(tflite_file, tmp_path, run_cli, error_line):
+    data = tflite_file.read_bytes()
+    rotten = bytearray(data)
+    for i in np.random.default_rng(0).integers(0, len(data), 64):
+        rotten[i] ^= 0xFF
+    cases = {"truncated.tflite": data[: len(data) // 2], "text.tflite": b"hello " * 500,
+             "rotten.tflite": bytes(rotten), "empty.tflite": b""}
+    for name, content in cases.items():
+        (tmp_path / name).write_bytes(content)
+        assert run_cli("benchmark", tmp_path / name, "--runs", "1", "--warmup", "0") == 2
+        err = error_line()
+        assert str(tmp_path / name) in err and "cbcn convert" in err, err
+    assert run_cli("benchmark", tflite_file, "--baseline", tmp_path / "text.tflite",
+                   "--runs", "1") == 2
+    assert "text.tflite" in error_line()

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from PIL import Image
 
 import cbcn_tf.data as data
 import cbcn_tf.data.mnist_idx as mnist_idx
@@ -110,7 +111,10 @@ def test_rotated_dataset_is_repeatable_and_independent_of_batching():
 
 def test_rotated_digits_use_per_example_angles_within_45_degrees():
     info = data.dataset_info("digits")
-    take = lambda rotate: collect(data.load_dataset("digits", "test", rotate=rotate))[0][:32]
+
+    def take(rotate):
+        return collect(data.load_dataset("digits", "test", rotate=rotate))[0][:32]
+
     plain, rotated = (x * info.std[0] + info.mean[0] for x in (take(False), take(True)))
     # Recover each example's angle by matching against a 1-degree grid of rotations.
     grid = np.arange(-50, 51)
@@ -201,6 +205,18 @@ def test_missing_folder_is_named(tmp_path):
         data.load_dataset(f"folder:{tmp_path / 'absent'}", "train")
     with pytest.raises(ValueError, match="data_dir"):
         data.load_dataset("image_folder", "train")
+
+
+def test_one_class_dataset_is_an_error(tmp_path, train_cli, error_line):
+    os.makedirs(tmp_path / "one" / "train" / "only")
+    for i in range(3):
+        Image.fromarray(np.zeros((16, 16), np.uint8)).save(tmp_path / "one" / "train" / "only"
+                                                           / f"{i}.png")
+    output = tmp_path / "run"
+    assert train_cli(output, f"dataset=folder:{tmp_path / 'one'}", "eval_split=train") == 2
+    err = error_line()
+    assert "one class ('only')" in err and "at least two class folders" in err
+    assert not output.exists()
 
 
 # --- validation_fraction ----------------------------------------------------------------------

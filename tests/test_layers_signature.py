@@ -66,6 +66,19 @@ def test_arguments_are_quantconv2d_ones_plus_the_listed_additions():
     assert list(OURS)[:2] == list(THEIRS)[:2] == ["filters", "kernel_size"]
 
 
+def test_positional_arguments_mean_what_they_mean_in_larq():
+    """Every argument CBConv2D takes by position sits where QuantConv2D has it, and the
+    additions are keyword-only, so ``CBConv2D(f, k, s)`` strides like ``QuantConv2D(f, k, s)``."""
+    positional = [name for name, p in OURS.items()
+                  if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+    assert positional == list(THEIRS)[:len(positional)]
+    assert {name for name, p in OURS.items() if p.kind is inspect.Parameter.KEYWORD_ONLY} >= ADDED
+    ours, theirs = CBConv2D(2, 3, 2, "valid"), lq.layers.QuantConv2D(2, 3, 2, "valid")
+    assert (ours.strides, ours.padding) == (theirs.strides, theirs.padding) == ((2, 2), "valid")
+    with pytest.raises(TypeError):
+        CBConv2D(2, 3, 1, "same", 1.0, 4)  # orientations is keyword-only
+
+
 @pytest.mark.parametrize("name", sorted(set(THEIRS) & set(OURS)))
 def test_shared_arguments_have_larqs_default_unless_listed(name):
     if name in CHANGED_DEFAULTS:

@@ -1,5 +1,5 @@
-"""The reproduction campaign (benchmarks/reproduce.py, the `campaign` package: cells, ledger,
-budget, runner) and the ledger sections of its report.
+"""The reproduction campaign (benchmarks/reproduce.py, the `campaign` package: cells, budget,
+runner; its ledgers in tests/test_campaign_ledger.py, its report in tests/test_report.py).
 
 Tiny real runs on the packaged digits (1 epoch, 2 steps) check that cells go through
 `cbcn_tf.training.train` / `evaluate`, land in the ledger and are skipped when run again;
@@ -15,6 +15,8 @@ import sys
 import pytest
 import yaml
 
+from tests.reference import ledger_row
+
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
 BENCHMARKS = os.path.normpath(os.path.join(ROOT, "benchmarks"))
 if BENCHMARKS not in sys.path:  # the scripts and the campaign package live in benchmarks/
@@ -28,7 +30,6 @@ def _load(name):
 
 reproduce = _load("reproduce")
 campaign_cells = _load("campaign.cells")
-report_tables = _load("campaign.report_tables")
 report_invariance = _load("campaign.report_invariance")
 
 MODEL_KEYS = {"model", "model_kwargs"}
@@ -120,6 +121,30 @@ def test_the_ledger_command_trains_exactly_the_cell(tmp_path):
         assert words[-2:] == ["--output", os.path.join(runs, cell.run_name())]
 
 
+def test_adopted_cells_are_the_converged_cells_under_the_adopted_recipe(tmp_path):
+    """mnist_adopted: the converged cells (same table, plan, seeds, epochs) with the arm
+    renamed ARM_adam_cosine; each resolves to its converged cell's training settings except
+    the optimizer, lr and lr_decay, set to the recipe check's adam_cosine candidate."""
+    import dataclasses
+
+    from cbcn_tf.training import resolve_config
+
+    root = str(tmp_path / "data")
+    converged = campaign_cells.converged_cells()
+    adopted = campaign_cells.all_cells(["mnist_adopted"])
+    assert [c.key() for c in adopted] == [
+        c.key()[:1] + (f"{c.arm}_adam_cosine",) + c.key()[2:] for c in converged]
+    assert "mnist_adopted" in reproduce.GROUPS and campaign_cells.ADOPTED_RECIPE == "adam_cosine"
+    for old, new in zip(converged, adopted):
+        before = resolve_config(reproduce.cell_config(old, root))
+        after = resolve_config(reproduce.cell_config(new, root))
+        changed = {f.name for f in dataclasses.fields(before)
+                   if getattr(before, f.name) != getattr(after, f.name)}
+        assert changed == {"optimizer", "lr", "lr_decay"}, (new.run_name(), changed)
+        assert (after.optimizer, after.lr, after.lr_decay) == ("adam", 0.001, "cosine")
+        assert new.overrides == old.overrides + campaign_cells.RECIPE_CANDIDATES["adam_cosine"]
+
+
 def test_campaign_cells_cover_the_tables_and_run_seed_major():
     mnist = reproduce.mnist_cells()
     counts = {}
@@ -140,14 +165,6 @@ def test_campaign_cells_cover_the_tables_and_run_seed_major():
     assert reproduce.cifar_milestones(10) == [3, 6, 8]
 
 
-def _row(table="t", arm="a", stage="4-4-8-16", protocol="upright", seed=0, epochs=2,
-         seconds=None, top1=0.5, rot=0.4):
-    return dict(table=table, arm=arm, kernel_stage=stage, protocol=protocol, seed=str(seed),
-                epochs=str(epochs), steps_per_epoch="", top1=str(top1), rot_top1=str(rot),
-                seconds_per_epoch="" if seconds is None else str(seconds), score_split="test",
-                bops="10", flops="20", command="cbcn train --config x --set seed=0")
-
-
 def _cell(arm="a", seed=0, epochs=2, group="demo"):
     return reproduce.Cell(group, "t", arm, "digits_demo", (), (4, 4, 8, 16), "upright", seed,
                           epochs)
@@ -155,7 +172,7 @@ def _cell(arm="a", seed=0, epochs=2, group="demo"):
 
 def test_plan_skips_finished_cells_and_stops_at_the_budget():
     cells = [_cell("a", 0), _cell("b", 0), _cell("a", 1)]
-    rows = [_row(arm="a", seed=0, seconds=100.0)]
+    rows = [ledger_row(arm="a", seed=0, seconds=100.0)]
     todo, stop = reproduce.plan(cells, rows)
     assert [c.key() for c in todo] == [cells[1].key(), cells[2].key()] and stop is None
     # Arm b has no measurement: the default (demo: 10 s/epoch) + overhead = 40 s.
@@ -169,29 +186,9 @@ def test_plan_skips_finished_cells_and_stops_at_the_budget():
     todo, stop = reproduce.plan(cells, rows, budget_seconds=100, elapsed=10)
     assert stop is None and todo[0].arm == "b"
     # The next cell after b is arm a (220 s): does not fit in 100 s.
-    rows.append(_row(arm="b", seed=0, seconds=5.0))
+    rows.append(ledger_row(arm="b", seed=0, seconds=5.0))
     todo, stop = reproduce.plan(cells, rows, budget_seconds=100, elapsed=10)
     assert todo == [] and "a_4-4-8-16_upright_s1" in stop
-
-
-def test_append_row_rewrites_the_ledger_atomically(tmp_path, monkeypatch):
-    from cbcn_tf import files
-
-    ledger = tmp_path / "ledger.csv"
-    reproduce.append_row(str(ledger), _row(arm="a"))
-    reproduce.append_row(str(ledger), _row(arm="b"))
-    rows = list(csv.DictReader(open(ledger)))
-    assert [r["arm"] for r in rows] == ["a", "b"]
-    assert tuple(rows[0]) == reproduce.COLUMNS
-
-    def crash(path, write):
-        write(str(path) + ".partial")
-        raise KeyboardInterrupt  # killed between writing the temp file and the rename
-
-    monkeypatch.setattr(files, "atomic_write", crash)
-    with pytest.raises(KeyboardInterrupt):
-        reproduce.append_row(str(ledger), _row(arm="c"))
-    assert [r["arm"] for r in csv.DictReader(open(ledger))] == ["a", "b"]
 
 
 @pytest.mark.slow  # a campaign of several training runs
@@ -230,12 +227,12 @@ def test_tiny_campaign_runs_cells_and_skips_them_when_run_again(tmp_path, capsys
 
 def test_estimates_ignore_smoke_runs_and_scale_other_kernel_stages():
     cell = _cell("a", 1, epochs=10, group="mnist")
-    smoke = dict(_row(arm="a", seconds=0.5), steps_per_epoch="3")
+    smoke = dict(ledger_row(arm="a", seconds=0.5), steps_per_epoch="3")
     default = (10 * reproduce.DEFAULT_SECONDS_PER_EPOCH["mnist"]
                + reproduce.OVERHEAD_SECONDS["mnist"])
     assert reproduce.estimate_seconds(cell, [smoke]) == pytest.approx(default)
     # Measured at half the widths: twice the time per epoch (never below the default).
-    half = _row(arm="a", stage="2-2-4-8", seconds=300.0)
+    half = ledger_row(arm="a", stage="2-2-4-8", seconds=300.0)
     assert reproduce.estimate_seconds(cell, [half]) == pytest.approx(
         10 * 600 + reproduce.OVERHEAD_SECONDS["mnist"])
 
@@ -286,40 +283,6 @@ def test_optimizer_check_changes_only_the_optimizer():
         import dataclasses
 
         assert dataclasses.replace(adam, optimizer="sgd", lr=0.01) == sgd
-
-
-def test_trained_run_dir_reads_run_dir_and_falls_back_to_the_cell(tmp_path):
-    """A row's run_dir (relative to --runs-dir) names the folder; a row without one (ledgers
-    written before the column) gives the cell's run name; a ledger in the old columns reads
-    and keeps its rows when a row with run_dir is added."""
-    cell, runs = _cell("a", 0), tmp_path / "runs"
-
-    def trained(relative):
-        (runs / relative).mkdir(parents=True)
-        (runs / relative / "model.h5").write_bytes(b"")
-        return str(runs / relative)
-
-    old = _row(arm="a")  # the columns of the committed ledger's rows: no run_dir
-    assert reproduce.trained_run_dir(cell, old, str(runs)) is None  # no model.h5 yet
-    own = trained(cell.run_name())
-    for row in (old, dict(old, run_dir=""), None):
-        assert reproduce.trained_run_dir(cell, row, str(runs)) == own
-    moved = trained("moved/a_s0")
-    assert reproduce.trained_run_dir(cell, dict(old, run_dir="moved/a_s0"), str(runs)) == moved
-    for outside in (str(tmp_path), "../runs/moved/a_s0"):  # never a folder outside --runs-dir
-        assert reproduce.trained_run_dir(cell, dict(old, run_dir=outside), str(runs)) == own
-    ledger = tmp_path / "ledger.csv"
-    with open(ledger, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[c for c in reproduce.COLUMNS
-                                                    if c != "run_dir"], extrasaction="ignore")
-        writer.writeheader()
-        writer.writerow(old)
-    assert reproduce.finished_keys(reproduce.read_ledger(str(ledger))) == {cell.key()}
-    reproduce.append_row(str(ledger), _row(arm="b", seed=1) | {"run_dir": "t/b"})
-    rows = list(csv.DictReader(open(ledger)))
-    assert tuple(rows[0]) == reproduce.COLUMNS
-    assert [(r["arm"], r["top1"], r["run_dir"]) for r in rows] == [("a", "0.5", ""),
-                                                                  ("b", "0.5", "t/b")]
 
 
 def test_a_cell_that_reads_data_needs_a_data_root(tmp_path, capsys, monkeypatch):
@@ -380,30 +343,6 @@ def test_invariance_ablation_arms_switch_back_one_part_each():
         model = build_model(resolve_config(reproduce.cell_config(by_arm[arm])))
         gap = np.abs(model(np.rot90(x, 1, axes=(1, 2))).numpy() - model(x).numpy()).max()
         assert (gap < 1e-5) == (arm in report_invariance._EXACT_ARMS), (arm, gap)
-
-
-def _cell_rows(cells):
-    """Ledger rows for ``cells`` (CBCN 1 point above the other arms)."""
-    return [_row(table=c.table, arm=c.arm, stage="-".join(map(str, c.kernel_stage)),
-                 seed=c.seed, epochs=c.epochs, top1=0.5 + 0.01 * (c.arm == "cbcn"))
-            for c in cells]
-
-
-def test_ledger_section_names_the_cells_and_claims_not_measured_yet():
-    cells = [c for c in reproduce.cifar_cells() if c.arm in ("cbcn", "xnor_doubled")]
-    rows = _cell_rows(cells)
-    text = "\n".join(report_tables.ledger_section(rows)).split("## Accuracy: Tables 3 / 4")[1]
-    assert "CBCN K=4 beats XNOR with doubled shortcuts" in text
-    assert "**not measured yet** (no `fp` cell in the ledger)" in text
-    assert "**not measured yet** (no `cbcn_k2` cell in the ledger)" in text
-    missing = [c for c in reproduce.cifar_cells() if c.arm not in ("cbcn", "xnor_doubled")]
-    assert f"Not yet in the ledger ({len(missing)} cells of the campaign): " in text
-    assert all(f"`{c.run_name()}`" in text for c in missing)
-    assert not any(f"`{c.run_name()}`" in text for c in cells)
-    *done, last = reproduce.cifar_cells()
-    text = "\n".join(report_tables.ledger_section(_cell_rows(done))).split(
-        "## Accuracy: Tables 3 / 4")[1]
-    assert f"Not yet in the ledger (1 cell of the campaign): `{last.run_name()}`." in text
 
 
 @pytest.mark.parametrize("args, option", [

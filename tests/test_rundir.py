@@ -1,7 +1,7 @@
 """The run folder (`cbcn_tf.training.rundir`): one owner at a time, no symlink followed, an
 honest ``--resume``, damaged checkpoints and histories refused, and nothing left behind by a
-path or a disk that fails. Most cases fail before training starts, so they take a second."""
-import errno
+disk that fills during training (test_rundir_failures.py: inputs, paths and disks that fail
+before or after training). Most cases fail before training starts, so they take a second."""
 import os
 import shutil
 import signal
@@ -214,6 +214,40 @@ def test_resume_of_an_empty_or_missing_folder_is_refused(tmp_path, train_cli, er
     assert not missing.exists()
 
 
+def test_folder_holding_another_models_checkpoints_is_refused(tiny_run, tmp_path, train_cli,
+                                                               error_line):
+    import shutil
+
+    # Checkpoints copied by hand: without a config.yaml naming their model, --resume refuses
+    # the folder; with a config.yaml naming another model than they hold, too.
+    output = tmp_path / "run"
+    shutil.copytree(tiny_run / "backup", output / "backup")
+    before = sorted(os.listdir(output / "backup" / "chief"))
+    assert train_cli(output, "model=cbcn_resnet18") == 2
+    assert f"{output} already holds a training run" in error_line()
+    assert train_cli(output, extra=["--resume"]) == 2
+    assert f"Nothing to resume in {output}" in error_line()
+    saved = (tiny_run / "config.yaml").read_text()
+    (output / "config.yaml").write_text(saved.replace("orientations: 2", "orientations: 4"))
+    assert train_cli(output, "model_kwargs.orientations=4", extra=["--resume"]) == 2
+    assert f"{output / 'backup'} holds checkpoints of another model" in error_line()
+    assert sorted(os.listdir(output)) == ["backup", "config.yaml"]  # nothing written
+    assert sorted(os.listdir(output / "backup" / "chief")) == before
+    # The matching model resumes from them.
+    shutil.copy(tiny_run / "config.yaml", output / "config.yaml")
+    assert train_cli(output, "epochs=2", extra=["--resume"]) == 0
+    assert [row["epoch"] for row in training.read_history(output / "history.csv")] == [1]
+
+
+def test_folder_holding_something_else_is_refused(tmp_path, train_cli, error_line):
+    output = tmp_path / "run"
+    (output / "backup" / "chief").mkdir(parents=True)
+    (output / "backup" / "chief" / "checkpoint").write_text('model_checkpoint_path: "x"\n')
+    assert train_cli(output, extra=["--resume"]) == 2
+    assert "does not hold a cbcn training backup" in error_line()
+    assert sorted(os.listdir(output)) == ["backup"]
+
+
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
 def test_damaged_checkpoint_is_refused_and_deleting_it_restarts(damage, tiny_run, tmp_path,
                                                                 train_cli, error_line, capsys):
@@ -260,6 +294,24 @@ def test_history_cut_short_is_refused(cut, tiny_run, tmp_path, train_cli, error_
     assert [row["epoch"] for row in training.read_history(history)] == [1]
 
 
+@pytest.mark.parametrize("content", [
+    "loss,accuracy\n0.5,0.9\n",            # no epoch column
+    "epoch,loss\nzero,0.5\n",              # epoch not a number
+    "epoch,loss\n0,0.5,7,8\n",             # ragged row
+    b"\xff\xfe\x00garbage",                # not text
+])
+def test_malformed_history_on_restart(tiny_run, tmp_path, content, train_cli, error_line):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    history = run / "history.csv"
+    history.write_bytes(content if isinstance(content, bytes) else content.encode())
+    before = {name: os.path.getmtime(run / name) for name in os.listdir(run)}
+    assert train_cli(run, "epochs=2", extra=["--resume"]) == 2
+    err = error_line()
+    assert str(history) in err and "delete it" in err
+    assert {name: os.path.getmtime(run / name) for name in os.listdir(run)} == before
+
+
 @pytest.mark.parametrize("content, reason", [
     (b"epoch,loss\r\n0,0.5\r\n1,0.4", "cut short"),
     (b"epoch,loss,accuracy\r\n0,0.5\r\n", "missing or extra fields"),
@@ -272,41 +324,6 @@ def test_read_history_refuses_incomplete_files(content, reason, tmp_path):
         training.read_history(path)
     path.write_bytes(b"epoch,loss\r\n3,0.5\r\n4,NA\r\n")  # a log restarted at epoch 4
     assert [row["epoch"] for row in training.read_history(path)] == [3, 4]
-
-
-# --- paths that cannot be written ------------------------------------------------------------
-
-
-def test_output_path_that_is_not_utf8_is_refused(tmp_path, train_cli, error_line):
-    run = str(tmp_path / os.fsdecode(b"run\xff"))
-    assert train_cli(run) == 2
-    assert "is not valid UTF-8" in error_line()
-    assert os.listdir(tmp_path) == []
-
-
-def test_too_long_output_path_leaves_nothing(tmp_path, train_cli, error_line):
-    long_name = tmp_path / "top" / os.path.join(*["d"] * 20) / ("x" * 300)
-    assert train_cli(long_name) == 2
-    assert "bytes long, and this file system allows" in error_line()
-    deep = tmp_path / "top" / os.path.join(*["d" * 200] * 20)  # > 4096 bytes in all
-    assert train_cli(deep) == 2
-    assert "paths are limited to" in error_line()
-    assert os.listdir(tmp_path) == []
-
-
-def test_folders_made_before_a_failing_mkdir_are_removed(tmp_path, monkeypatch, train_cli,
-                                                         error_line):
-    real_mkdir = os.mkdir
-
-    def mkdir(path, *args, **kwargs):
-        if os.path.basename(path) == "run":
-            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), path)
-        return real_mkdir(path, *args, **kwargs)
-
-    monkeypatch.setattr(os, "mkdir", mkdir)
-    assert train_cli(tmp_path / "a" / "b" / "c" / "run") == 2
-    assert "Could not create the output folder" in error_line()
-    assert os.listdir(tmp_path) == []
 
 
 # --- a full disk -----------------------------------------------------------------------------
@@ -339,6 +356,21 @@ def test_real_full_disk_leaves_no_temp_files(small_tmpfs, train_cli, error_line)
     left = [path for path in _snapshot(run)
             if path.endswith("_temp") or ".tmp" in path or ".tempstate" in path]
     assert left == [] and LOCK not in os.listdir(run)
+
+
+def test_full_disk_during_training(small_tmpfs, train_cli, error_line):
+    """A real full disk (a 28 KiB tmpfs: the config and summary fit, the first checkpoint
+    does not): TensorFlow's checkpoint writer fails inside fit; one line naming the run
+    folder, no model.h5."""
+    mount = small_tmpfs
+    output = mount / "run"
+    code = train_cli(output, "epochs=3", "tensorboard=true")
+    err = error_line()
+    assert code == 2
+    assert "No space left on device (the disk is full)" in err, err
+    assert f"Could not write the run in {output}" in err, err
+    assert not (output / "model.h5").exists()
+    assert not [n for n in os.listdir(output) if ".tmp" in n] if output.exists() else True
 
 
 def test_resume_refuses_config_yaml_of_another_project(tmp_path, train_cli, error_line):

@@ -122,6 +122,17 @@ def test_input_size_check_names_the_minimum_and_passes_at_it():
     with pytest.raises(ValueError, match="at least 32x32"):
         training.check_model_settings(config_lib.TrainConfig(
             model="cbcn_resnet18_imagenet", model_kwargs={"input_shape": [32, 31, 3]}))
+
+
+def test_model_input_shape_must_match_the_dataset(tiny_run, tmp_path, run_cli, train_cli,
+                                                  error_line):
+    assert run_cli("evaluate", tiny_run, "--dataset", "cifar10") == 2
+    err = error_line()
+    assert "(16, 16, 1)" in err and "(32, 32, 3)" in err
+    output = tmp_path / "run"
+    assert train_cli(output, "model_kwargs.input_shape=[28, 28, 1]") == 2
+    assert "does not match the digits images (16, 16, 1)" in error_line()
+    assert not output.exists()
     # That the minimum is each model's real downsampling: test_models.py.
 
 

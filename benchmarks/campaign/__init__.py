@@ -7,7 +7,9 @@ report.
   finished cell's run folder is;
 * `campaign.budget`: which cells still need work and the time they are expected to take;
 * `campaign.runner`: training, scoring and sweeping one cell, and the command line of
-  ``benchmarks/reproduce.py``.
+  ``benchmarks/reproduce.py``;
+* `campaign.merge`: adding another checkout's ledger rows, and the results files' commands
+  without machine paths (``benchmarks/merge_ledger.py``).
 
 ``benchmarks/`` is on ``sys.path`` when a script of it runs, so the modules are imported as
 ``campaign.cells`` etc.

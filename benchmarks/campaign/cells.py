@@ -19,8 +19,8 @@ BENCHMARKS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(BENCHMARKS)  # the repository
 RECIPES = os.path.join(BENCHMARKS, "recipes")
 DATA_ENV = "CBCN_DATA"  # the data root when --data-root is not given
-GROUPS = ("mnist", "mnist_converged", "mnist_recipe_check", "cifar10", "demo", "ablation",
-          "invariance", "invariance_ablation")
+GROUPS = ("mnist", "mnist_converged", "mnist_recipe_check", "mnist_adopted", "cifar10", "demo",
+          "ablation", "invariance", "invariance_ablation")
 
 # Campaign budgets (stated in the recipes and BENCHMARKS.md), chosen from measured epoch times
 # so the MNIST part fits about 5 hours and the CIFAR-10 part about 4 hours of this machine.
@@ -193,6 +193,31 @@ def recipe_check_cells(epochs=None, seeds=None):
             for arm in MNIST_ARMS]
 
 
+# The recipe adopted from the recipe check, for every arm alike: Table 2's converged cells
+# again (same table, plan and test split) under arm ``ARM_adam_cosine``.
+ADOPTED_RECIPE = "adam_cosine"
+
+
+def adopted_cells(epochs=None, seeds=None):
+    """`converged_cells` under `ADOPTED_RECIPE`: arm ``ARM_adam_cosine``, the candidate's
+    overrides after the arm's own."""
+    return [dataclasses.replace(cell, arm=f"{cell.arm}_{ADOPTED_RECIPE}",
+                                overrides=cell.overrides + RECIPE_CANDIDATES[ADOPTED_RECIPE])
+            for cell in converged_cells(epochs, seeds)]
+
+
+def arm_recipe(arm: str) -> tuple:
+    """(arm, candidate) of a ledger arm named ``ARM_CANDIDATE`` after a key of
+    `RECIPE_CANDIDATES` (the recipe check's and the adopted recipe's arms), else (arm, "").
+
+    Example:
+        >>> arm_recipe("xnor_adam_cosine"), arm_recipe("cbcn_paper"), arm_recipe("xnor_doubled")
+        (('xnor', 'adam_cosine'), ('cbcn', 'paper'), ('xnor_doubled', ''))
+    """
+    base, _, candidate = arm.partition("_")
+    return (base, candidate) if candidate in RECIPE_CANDIDATES else (arm, "")
+
+
 def cifar_cells(epochs=CIFAR_EPOCHS, seeds=None, kernel_stage=CIFAR_KERNEL_STAGE):
     schedule = f"lr_milestones=[{', '.join(map(str, cifar_milestones(epochs)))}]"
     cells = []
@@ -332,6 +357,7 @@ def all_cells(only=GROUPS, *, epochs=None, seeds=None, steps_per_epoch=None):
         "mnist": lambda: mnist_cells(epochs or MNIST_EPOCHS, seeds),
         "mnist_converged": lambda: converged_cells(epochs, seeds),
         "mnist_recipe_check": lambda: recipe_check_cells(epochs, seeds),
+        "mnist_adopted": lambda: adopted_cells(epochs, seeds),
         "cifar10": lambda: cifar_cells(epochs or CIFAR_EPOCHS, seeds),
         "demo": lambda: demo_cells(epochs, seeds),
         "ablation": lambda: ablation_cells(epochs, seeds),

@@ -1,9 +1,9 @@
 """The campaign's ledgers: one CSV row per finished cell, one per (cell, angle) of a sweep.
 
 A cell is finished when the ledger has a row with its `KEY` values. Every write rewrites the
-whole file through `cbcn_tf.files.atomic_write` under an exclusive lock on ``PATH.lock``, so a
-campaign killed mid-write leaves the previous complete ledger, and campaigns of several groups
-may write one ledger at the same time without losing rows.
+whole file through `cbcn_tf.files.atomic_write` under an exclusive `cbcn_tf.files.FileLock`
+on ``PATH.lock``, so a campaign killed mid-write leaves the previous complete ledger, and
+campaigns of several groups may write one ledger at the same time without losing rows.
 
 A row's ``run_dir`` is its run folder relative to ``--runs-dir`` (`trained_run_dir`); its
 ``command`` the `cbcn train` command that trains the cell, with the data root written as
@@ -17,6 +17,7 @@ import csv
 import datetime
 import os
 import shlex
+import time
 
 from campaign.cells import BENCHMARKS, DATA_ENV, ROOT
 
@@ -31,6 +32,7 @@ COLUMNS = KEY + (
     "status", "finished_utc", "command", "precise_bn", "top1_moving_bn", "rot_top1_moving_bn",
     "train_curve", "run_dir",
 )
+LOCK_POLL_SECONDS = 0.05
 # The angle ledger: one row per (cell, angle).
 ANGLE_KEY = KEY + ("angle",)
 ANGLE_COLUMNS = ANGLE_KEY + ("top1", "top5", "dataset", "score_split", "finished_utc")
@@ -60,14 +62,21 @@ def append_row(path, row) -> None:
 def append_rows(path, new_rows, columns) -> None:
     """Add ``new_rows`` (all or none) to the ledger at ``path`` with ``columns``: the rows
     already there are read and written back with the new ones, atomically, under the lock."""
-    import fcntl
+    update_ledger(path, lambda rows: rows + list(new_rows), columns)
 
+
+def update_ledger(path, change, columns) -> None:
+    """Rewrite the ledger at ``path`` as ``change(rows)`` (its rows as dicts, [] for none) with
+    ``columns``, atomically (`cbcn_tf.files.atomic_write`) under an exclusive
+    `cbcn_tf.files.FileLock` on ``PATH.lock``, so writers of one ledger never lose rows."""
     from cbcn_tf import files
 
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path + ".lock", "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        rows = read_ledger(path) + [{k: row.get(k, "") for k in columns} for row in new_rows]
+    lock = files.FileLock(path + ".lock")
+    while not lock.acquire():
+        time.sleep(LOCK_POLL_SECONDS)  # another writer holds it for one rewrite
+    try:
+        rows = [{k: row.get(k, "") for k in columns} for row in change(read_ledger(path))]
 
         def write(tmp):
             with open(tmp, "w", newline="", encoding="utf-8") as handle:
@@ -76,6 +85,8 @@ def append_rows(path, new_rows, columns) -> None:
                 writer.writerows(rows)
 
         files.atomic_write(path, write)
+    finally:
+        lock.release()
 
 
 def now_utc() -> str:
@@ -93,11 +104,17 @@ def trained_run_dir(cell, row, runs_dir) -> str | None:
     has no ``model.h5``."""
     from cbcn_tf import training
 
+    run_dir = os.path.join(os.path.abspath(runs_dir), relative_run_dir(cell, row))
+    return run_dir if os.path.exists(os.path.join(run_dir, training.MODEL_FILE)) else None
+
+
+def relative_run_dir(cell, row) -> str:
+    """``row``'s ``run_dir`` when it names a folder below ``--runs-dir``, else (none, an
+    absolute path or one that climbs out with ``..``) the cell's `Cell.run_name`."""
     relative = (row or {}).get("run_dir") or cell.run_name()
     if os.path.isabs(relative) or os.pardir in relative.replace("\\", "/").split("/"):
-        relative = cell.run_name()  # a ledger row names folders below --runs-dir only
-    run_dir = os.path.join(os.path.abspath(runs_dir), relative)
-    return run_dir if os.path.exists(os.path.join(run_dir, training.MODEL_FILE)) else None
+        return cell.run_name()  # a ledger row names folders below --runs-dir only
+    return relative
 
 
 def command_line(cell) -> str:
@@ -109,6 +126,40 @@ def command_line(cell) -> str:
     for item in cell.all_overrides():
         parts += ["--set", shlex.quote(item)]
     return " ".join(parts + ["--output", f'"$RUNS_DIR/{cell.run_name()}"'])
+
+
+# Options whose value is a folder of the machine that ran a command: (the placeholder written
+# instead, how many trailing parts of the folder follow it).
+_MACHINE_OPTIONS = {"--data-root": ("$" + DATA_ENV, 0), "--data-dir": ("$" + DATA_ENV, 1),
+                    "--runs-dir": ("$RUNS_DIR", 0), "--output": ("$RUNS_DIR", 2)}
+
+
+def portable_command(command: str) -> str:
+    """``command`` with the machine's folders written as `command_line` writes them: an
+    absolute (or ``..``) value of ``--data-root`` / ``--runs-dir`` as ``$CBCN_DATA`` /
+    ``$RUNS_DIR``, of ``--data-dir`` and ``--set data_dir=DIR`` as ``$CBCN_DATA/FOLDER``, of
+    ``--output`` as ``$RUNS_DIR/TABLE/NAME``; every other word as it was.
+
+    Example:
+        >>> portable_command("cbcn train --set data_dir=/d/mnist --output /r/t2/cbcn_s0")
+        'cbcn train --set "data_dir=$CBCN_DATA/mnist" --output "$RUNS_DIR/t2/cbcn_s0"'
+    """
+    def machine(path):
+        return os.path.isabs(path) or path.startswith("~") or os.pardir in path.split("/")
+
+    def tail(path, parts):
+        names = path.rstrip("/").split("/")
+        return "/".join(names[len(names) - parts:])
+
+    words = shlex.split(command)
+    for i, word in enumerate(words[1:], start=1):
+        option = words[i - 1]
+        if option in _MACHINE_OPTIONS and machine(word):
+            placeholder, parts = _MACHINE_OPTIONS[option]
+            words[i] = "/".join(filter(None, (placeholder, tail(word, parts))))
+        elif option == "--set" and word.startswith("data_dir=") and machine(word[9:]):
+            words[i] = f"data_dir=${DATA_ENV}/{tail(word[9:], 1)}"
+    return " ".join(f'"{word}"' if "$" in word else shlex.quote(word) for word in words)
 
 
 def cell_row(cell, config, scores, history, timing, status, totals=None) -> dict:

@@ -2,9 +2,10 @@
 
 Learning curves: each ledger row keeps the accuracy after every epoch on the split it was
 scored on (``val_curve``: validation or test split, as the row's ``score_split`` says). For
-each table one figure, one panel per (kernel stage, protocol, epochs) setting, one line per
-arm: the mean over seeds with the seeds' range as a band, so a curve still rising at its last
-epoch shows a net that had not converged. Also the slow-start ablation's validation curves and
+each table one figure, one panel per (kernel stage, protocol, epochs, recipe) setting (the
+recipe of arms named ``ARM_CANDIDATE``, `campaign.cells.arm_recipe`), one line per arm, one
+colour per plain arm: the mean over seeds with the seeds' range as a band, so a curve still
+rising at its last epoch shows a net that had not converged. Also the slow-start ablation's validation curves and
 the invariance tables' accuracy against rotation angle.
 """
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from campaign.cells import RECIPE_CANDIDATES, arm_recipe
 from cbcn_tf import files
 
 
@@ -36,25 +38,30 @@ def _save(figure, path, dpi) -> None:
 
 
 def settings(rows) -> dict:
-    """{(table, kernel stage, protocol, epochs): {arm: [curves]}}, smoke runs left out."""
+    """{(table, kernel stage, protocol, epochs, recipe): {arm: [curves]}}, smoke runs left
+    out."""
     out = {}
     for row in rows:
         if row.get("steps_per_epoch") or row.get("status", "ok") != "ok" or not curve(row):
             continue
-        key = (row["table"], row["kernel_stage"], row["protocol"], int(row["epochs"]))
+        key = (row["table"], row["kernel_stage"], row["protocol"], int(row["epochs"]),
+               arm_recipe(row["arm"])[1])
         out.setdefault(key, {}).setdefault(row["arm"], []).append(curve(row))
     return out
 
 
 def plot_table(table, panels: dict, path) -> None:
-    """One figure for ``table``: ``panels`` maps (stage, protocol, epochs) to {arm: curves}."""
+    """One figure for ``table``: ``panels`` maps (stage, protocol, epochs, recipe) to {arm:
+    curves}."""
     columns = min(len(panels), 3)
     rows = -(-len(panels) // columns)
     figure = _figure(figsize=(5.2 * columns, 3.9 * rows), layout="constrained")
     axes = figure.subplots(rows, columns, squeeze=False).ravel()
-    for axis, ((stage, protocol, epochs), arms) in zip(axes, sorted(panels.items(),
-                                                                    key=_panel_order)):
-        for index, (arm, curves) in enumerate(sorted(arms.items())):
+    plain = sorted({arm_recipe(arm)[0] for arms in panels.values() for arm in arms})
+    for axis, ((stage, protocol, epochs, recipe), arms) in zip(
+            axes, sorted(panels.items(), key=_panel_order)):
+        for arm, curves in sorted(arms.items()):
+            index = plain.index(arm_recipe(arm)[0])
             length = min(len(c) for c in curves)
             epochs_axis = range(1, length + 1)
             columns_ = list(zip(*(c[:length] for c in curves)))
@@ -64,7 +71,8 @@ def plot_table(table, panels: dict, path) -> None:
                 axis.fill_between(epochs_axis, [100 * min(col) for col in columns_],
                                   [100 * max(col) for col in columns_], color=f"C{index}",
                                   alpha=0.2, linewidth=0)
-        axis.set_title(f"{stage}, {protocol}, {epochs} epochs", fontsize="medium")
+        axis.set_title(f"{stage}, {protocol}, {epochs} epochs" + (f", {recipe}" if recipe else ""),
+                       fontsize="medium")
         axis.set_xlabel("epoch")
         axis.set_ylabel("top-1 % (scored split)")
         axis.grid(alpha=0.3)
@@ -76,15 +84,16 @@ def plot_table(table, panels: dict, path) -> None:
 
 
 def _panel_order(item):
-    stage, protocol, epochs = item[0]
-    return ([int(v) for v in stage.split("-")], protocol != "upright", epochs)
+    stage, protocol, epochs, recipe = item[0]
+    return ([int(v) for v in stage.split("-")], protocol != "upright", epochs,
+            ["", *RECIPE_CANDIDATES].index(recipe))
 
 
 def curves_section(rows, results_dir) -> list:
     """Write ``curves_<table>.png`` for every table of ``rows``; the BENCHMARKS.md lines."""
     tables = {}
-    for (table, stage, protocol, epochs), arms in settings(rows).items():
-        tables.setdefault(table, {})[(stage, protocol, epochs)] = arms
+    for (table, *setting), arms in settings(rows).items():
+        tables.setdefault(table, {})[tuple(setting)] = arms
     if not tables:
         return []
     lines = ["## Learning curves", "",
@@ -93,8 +102,11 @@ def curves_section(rows, results_dir) -> list:
              "the seeds' range as a band. A curve still climbing at its last epoch is a net that "
              "had not converged. Each point is scored as the run scored it then: runs trained "
              "with precise BN statistics (the default) re-estimate them before every "
-             "validation, earlier runs (ledger column `precise_bn` filled in by a rescore) used "
-             "Keras' moving averages, which is why their binary nets' curves swing. Written by "
+             "validation; runs whose ledger rows also hold a moving-average score (column "
+             "`top1_moving_bn`) used Keras' moving averages, which is why their binary nets' "
+             "curves swing. Arms named `ARM_CANDIDATE` (Table 2's adopted recipe, the recipe "
+             "check's candidates) have a panel of their recipe, in their plain arm's colour. "
+             "Written by "
              "`python benchmarks/report.py`.", ""]
     for table in sorted(tables):
         name = f"curves_{table}.png"

@@ -19,10 +19,12 @@ from campaign import plots
 from campaign.ledger import ANGLES_LEDGER, LEDGER, read_ledger
 from campaign.report_invariance import (INVARIANCE_TEXT, invariance_ablation_section,
                                         invariance_section)
-from campaign.report_sections import (lce_section, layer_speed_section, optimizer_section,
-                                      precise_bn_section, pretrained_section, slow_start_section,
+from campaign.report_sections import (CONVERGED_NOTES, lce_section, layer_speed_section,
+                                      optimizer_section, precise_bn_section, pretrained_section,
+                                      recipe_check_lines, slow_start_section,
                                       speed_options_section, write_demo_spread)
-from campaign.report_tables import ROOT, RESULTS, ledger_section, read_csv, read_json
+from campaign.report_tables import (ROOT, RESULTS, ledger_section, notes_lines, read_csv,
+                                    read_json)
 from cbcn_tf import files
 
 OUT = os.path.join(ROOT, "BENCHMARKS.md")
@@ -70,7 +72,8 @@ def benchmarks_lines() -> list:
     ledger = read_ledger(LEDGER)
     ablation = read_csv("ablation.csv") or []
     lines = HEADER + headline_lines(speed, speed_command, latency)
-    lines += ledger_section(ledger)
+    lines += ledger_section(ledger, after={
+        "table2_mnist": recipe_check_lines(ledger) + notes_lines(CONVERGED_NOTES)})
     lines += plots.curves_section(ledger + ablation, RESULTS)
     lines += pretrained_section()
     lines += optimizer_section(read_csv("optimizer_check.csv") or [], ledger)

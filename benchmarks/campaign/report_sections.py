@@ -1,20 +1,25 @@
-"""The sections of BENCHMARKS.md beside the accuracy tables: the slow-start ablation, the
-optimizer check, BatchNorm rescoring, the packaged weights, training and layer speed, LCE
-deployment; and the demo's seed spread (``cbcn_tf/demo_spread.json``).
+"""The sections of BENCHMARKS.md beside the accuracy tables: Table 2's recipe check, the
+slow-start ablation, the optimizer check, BatchNorm statistics (moving averages against
+re-estimated), the packaged weights, training and layer speed, LCE deployment; and the demo's
+seed spread (``cbcn_tf/demo_spread.json``).
 """
 from __future__ import annotations
 
 import json
 import os
+import statistics
 
 from campaign import plots
-from campaign.report_tables import (CLAIMS, RESULTS, ROOT, fmt, group_rows, notes_lines,
-                                    read_json, scores, stage_key, verdict)
+from campaign.cells import ADOPTED_RECIPE, MNIST_ARMS, RECIPE_CANDIDATES, arm_recipe
+from campaign.ledger import portable_command
+from campaign.report_tables import (CLAIMS, RESULTS, ROOT, fmt, group_rows, mean_std,
+                                    notes_lines, read_json, scores, stage_key, verdict)
 from cbcn_tf import files
 
 SLOW_START_PNG = os.path.join(RESULTS, "slow_start.png")
 SLOW_START_TEXT = os.path.join(RESULTS, "slow_start_notes.md")
 OPTIMIZER_NOTES = os.path.join(RESULTS, "optimizer_check_notes.md")
+CONVERGED_NOTES = os.path.join(RESULTS, "converged_notes.md")
 PRETRAINED = os.path.join(ROOT, "models", "weights", "registry.json")
 PAPER_ERROR = {("cbcn_lenet", False): 1.91, ("xnor_lenet", False): 3.76,
                ("cbcn_lenet_float", False): 0.91, ("cbcn_lenet", True): 5.76}
@@ -74,6 +79,47 @@ def slow_start_section(rows, png=SLOW_START_PNG) -> list:
     return lines
 
 
+def recipe_check_lines(rows) -> list:
+    """The recipe check (table ``table2_mnist_recipes``): per arm and candidate the validation
+    error at the end (mean over seeds) and the best epoch of the mean curve; which candidate
+    ends lowest; the one adopted."""
+    found = {}
+    for row in rows:
+        if row["table"] == "table2_mnist_recipes" and not row.get("steps_per_epoch"):
+            arm, candidate = arm_recipe(row["arm"])
+            found.setdefault(arm, {}).setdefault(candidate, []).append(row)
+    if not found:
+        return []
+    lines = ["Recipe check at 50 epochs (`python benchmarks/reproduce.py --only "
+             "mnist_recipe_check`; 5-10-20-40, upright; error % on 10,000 validation images "
+             "carved from the training split, never the test split; candidates in "
+             "`RECIPE_CANDIDATES`, each applied to every arm alike; `paper` is the paper's "
+             "reading). Each entry: the validation error at the end (n seeds; the best epoch "
+             "of the mean curve: its error).", "",
+             "| arm | " + " | ".join(RECIPE_CANDIDATES) + " | lowest at the end |",
+             "|---|" + "---:|" * len(RECIPE_CANDIDATES) + "---|"]
+    order = {arm: index for index, arm in enumerate(MNIST_ARMS)}
+    for arm, by_candidate in sorted(found.items(), key=lambda item: order.get(item[0], 99)):
+        texts, ends = [], {}
+        for candidate in RECIPE_CANDIDATES:
+            got = by_candidate.get(candidate)
+            if not got:
+                texts.append("not run yet")
+                continue
+            if mean_std(scores(got, "upright"))[0] is not None:  # not diverged
+                ends[candidate] = mean_std(scores(got, "upright"))[0]
+            curves = [[float(v) for v in r["val_curve"].split()] for r in got]
+            mean = [statistics.fmean(c) for c in zip(*curves)]
+            best = max(range(len(mean)), key=mean.__getitem__) if mean else None
+            texts.append(fmt(scores(got, "upright"), "error") + f" (n = {len(got)}" + (
+                f"; epoch {best + 1}: {100 - 100 * mean[best]:.2f})" if mean else ")"))
+        lowest = f"{max(ends, key=ends.get)} (of {len(ends)} run)" if ends else ""
+        lines.append(f"| {arm} | " + " | ".join(texts) + f" | {lowest} |")
+    return lines + ["", f"Adopted for every arm alike: `{ADOPTED_RECIPE}` (`ADOPTED_RECIPE`; its "
+                    f"cells are Table 2's 50-epoch cells again, arms `ARM_{ADOPTED_RECIPE}`, "
+                    "group `mnist_adopted`).", ""]
+
+
 def optimizer_section(rows, ledger=()) -> list:
     """The MNIST budget check (benchmarks/optimizer_check.py): the Table 2 LeNets' first
     epochs under the campaign's SGD reading and under Adam, training and test accuracy; and
@@ -117,17 +163,17 @@ def optimizer_section(rows, ledger=()) -> list:
 
 
 def precise_bn_section(rows) -> list:
-    """Cells scored with Keras' moving BN averages and again after re-estimating the
-    statistics at the final weights (``reproduce.py --rescore``): before / after per seed."""
-    rescored = [r for r in rows if r.get("top1_moving_bn") and not r.get("steps_per_epoch")]
-    if not rescored:
+    """The cells whose ledger rows hold a score with Keras' moving BN averages beside the one
+    with statistics re-estimated at the final weights: both, per seed."""
+    paired = [r for r in rows if r.get("top1_moving_bn") and not r.get("steps_per_epoch")]
+    if not paired:
         return []
     lines = ["## BatchNorm statistics: moving averages vs re-estimated at the final weights", "",
-             "Cells trained before `precise_bn_batches` existed, scored as trained (Keras' moving "
-             "averages, momentum 0.9) and again after re-estimating every BN layer's statistics "
-             "on 50 training batches at the same weights (`python benchmarks/reproduce.py "
-             "--rescore`; training, weights and the run folder unchanged). Every other ledger "
-             "row is scored with re-estimated statistics.", "",
+             "Cells trained with Keras' moving BN averages (momentum 0.9), scored with them and "
+             "again after re-estimating every BN layer's statistics on 50 training batches at "
+             "the same weights (ledger columns `top1_moving_bn`, `rot_top1_moving_bn` beside "
+             "`top1`, `rot_top1`; weights unchanged). Every other ledger row is scored with "
+             "re-estimated statistics only.", "",
              "| table | kernel stage | protocol | arm | seed | top-1 % moving | top-1 % "
              "re-estimated | rotated moving | rotated re-estimated |",
              "|---|---|---|---|---:|---:|---:|---:|---:|"]
@@ -135,7 +181,7 @@ def precise_bn_section(rows) -> list:
     def order(r):
         return r["table"], stage_key(r["kernel_stage"]), r["protocol"], r["arm"], int(r["seed"])
 
-    for r in sorted(rescored, key=order):
+    for r in sorted(paired, key=order):
         lines.append(f"| {r['table']} | {r['kernel_stage']} | {r['protocol']} | {r['arm']} | "
                      f"{r['seed']} | {100 * float(r['top1_moving_bn']):.2f} | "
                      f"{100 * float(r['top1']):.2f} | {100 * float(r['rot_top1_moving_bn']):.2f} | "
@@ -165,7 +211,8 @@ def pretrained_section(registry=PRETRAINED, tflite=None) -> list:
         lines.append(f"| `{row['name']}:{row['weights']}` | {row['dataset']}"
                      f"{'-rot' if row['rotate'] else ''} | {row['test_error']:.2f} | {paper} | "
                      f"{row['seed']} | {row['epochs']} | `{row['recipe']}` |")
-    lines += ["", "Commands: " + "; ".join(f"`{row['command']}`" for row in rows) + ".", ""]
+    lines += ["", "Commands: " + "; ".join(f"`{portable_command(row['command'])}`"
+                                          for row in rows) + ".", ""]
     tflite = tflite or read_json("pretrained_tflite.json")
     if tflite:
         ops = ", ".join(f"{name} x{count}" for name, count in sorted(tflite["ops"].items()))

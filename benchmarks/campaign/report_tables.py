@@ -14,7 +14,7 @@ import math
 import os
 import statistics
 
-from campaign.cells import all_cells
+from campaign.cells import ADOPTED_RECIPE, all_cells, arm_recipe
 from campaign.ledger import row_key
 
 BENCHMARKS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -22,6 +22,8 @@ RESULTS = os.path.join(BENCHMARKS, "results")
 ROOT = os.path.dirname(BENCHMARKS)
 # Smallest number of seeds per arm before a verdict is given.
 MIN_SEEDS = 2
+# How far the mean may be on the wrong side of the paper's number and still match it (points).
+PAPER_MARGIN = 0.5
 
 # The paper's numbers (percent). Table 2 reports test ERROR; Tables 3 / 4 report accuracy.
 # Keys: (table, kernel stage, score) -> {arm: value}; score "upright" = top1 on the upright
@@ -39,6 +41,16 @@ PAPER = {
     # training; the campaign's CIFAR cells train upright.
     ("tables3_4_cifar10", "*", "rotated"): {"cbcn": 80.32, "xnor_doubled": 59.25, "fp": 80.93},
 }
+# The paper's own budget: only cells trained for it are compared with the paper's numbers.
+PAPER_EPOCHS = {"table2_mnist": 50, "tables3_4_cifar10": 200}
+# The recipes of Table 2's arms: an arm ``ARM`` runs the table's recipe (the paper's reading),
+# an arm ``ARM_CANDIDATE`` the candidate of the recipe check (`campaign.cells.arm_recipe`).
+RECIPE_LABELS = {
+    "": "the paper's reading (SGD momentum 0.9, lr 0.01, constant)",
+    ADOPTED_RECIPE: "the adopted recipe (Adam lr 0.001 with a cosine decay to 0 over the "
+                    "epochs, chosen on the validation split by the recipe check below, the "
+                    "same for every arm)",
+}
 TABLES = {  # table -> (title, how scores are shown)
     "table2_mnist": ("Table 2: MNIST, LeNet, K = 4", "error"),
     "tables3_4_cifar10": ("Tables 3 / 4: CIFAR-10, ResNet18", "accuracy"),
@@ -46,7 +58,8 @@ TABLES = {  # table -> (title, how scores are shown)
     "ablation_digits": ("Slow-start ablations (digits, validation split)", "accuracy"),
 }
 # The campaign groups (``reproduce.py --only``) whose cells make up each table.
-TABLE_GROUPS = {"table2_mnist": ("mnist", "mnist_converged"), "tables3_4_cifar10": ("cifar10",),
+TABLE_GROUPS = {"table2_mnist": ("mnist", "mnist_converged", "mnist_adopted"),
+                "tables3_4_cifar10": ("cifar10",),
                 "demo_digits": ("demo",), "ablation_digits": ("ablation",)}
 # (table, kernel stage or "*", protocol, score, better arm, worse arm, claim text)
 CLAIMS = [
@@ -79,10 +92,13 @@ CLAIMS = [
 SETUP = [
     "- Every cell is one `cbcn train` run (`cbcn_tf.training.train`, scored by "
     "`cbcn_tf.training.evaluate`) of a recipe in `benchmarks/recipes/`; the arms of a table "
-    "differ only in their model keys and get the same budget. No arm was tuned.",
+    "differ only in their model keys and get the same budget and recipe. No arm was tuned on "
+    "its own.",
     "- MNIST (Table 2): LeNet, K = 4, the paper's recipe read as SGD momentum 0.9, lr 0.01, no "
-    "lr decay, no weight decay, batch 128, **8 epochs** (paper: 50), all 60,000 training "
-    "images, scored on the 10,000 test images. Protocols: *upright* (train upright; score the "
+    "lr decay, no weight decay, batch 128, for **8 epochs** and for the paper's **50 "
+    "epochs**; at 50 epochs also under the recipe adopted from the recipe check (arms "
+    "`ARM_adam_cosine`: Adam lr 0.001, cosine decay). All 60,000 training images, scored on the "
+    "10,000 test images. Protocols: *upright* (train upright; score the "
     "upright and the rotated test images) and *rotated* (train and score on images rotated "
     "uniformly in [-45, 45] degrees: MNIST-rot as the paper describes it, built from full "
     "MNIST, not the 12,000 / 50,000 MNIST-rot release).",
@@ -95,13 +111,11 @@ SETUP = [
     "- Seconds per epoch: wall time of `train` divided by the epochs it ran (includes model "
     "building and per-epoch validation), on 2 cores shared with other jobs.",
     "- Every score uses BatchNorm statistics re-estimated at the final weights (precise BN, "
-    "50 training batches; `precise_bn_batches`, the `cbcn train` default). Cells trained before "
-    "that default existed were scored again from their saved models without retraining "
-    "(`python benchmarks/reproduce.py --rescore`); their per-epoch validation curves still "
-    "used Keras' moving averages. Both scores of those cells are listed under \"BatchNorm "
-    "statistics\".",
+    "50 training batches; `precise_bn_batches`, the `cbcn train` default). The cells whose "
+    "ledger rows also hold a score with Keras' moving averages (columns `top1_moving_bn`, "
+    "`rot_top1_moving_bn`) were trained with those averages: their per-epoch validation curves "
+    "use them, and both of their scores are listed under \"BatchNorm statistics\".",
 ]
-CONVERGED_NOTES = os.path.join(RESULTS, "converged_notes.md")  # written by hand
 
 
 # --- results files ----------------------------------------------------------------------------
@@ -197,10 +211,30 @@ def pct(values):
 
 
 def paper_number(table, stage, score, arm):
+    """The paper's number for ``arm`` (under any recipe: `arm_recipe`) as text, "" if none."""
+    arm = arm_recipe(arm)[0]
     for key in ((table, stage, score), (table, "*", score)):
         if key in PAPER and arm in PAPER[key]:
             return f"{PAPER[key][arm]:.2f}"
     return ""
+
+
+def paper_verdict(values, paper, kind, margin=PAPER_MARGIN) -> str:
+    """The mean of ``values`` (fractions) against the paper's number ``paper`` (percent; test
+    error for ``kind == "error"``): matched when at most ``margin`` points worse.
+
+    Example:
+        >>> paper_verdict([0.9800, 0.9838], "1.91", "error")
+        'within 0.5 points or better'
+        >>> paper_verdict([0.9708], "1.91", "error")
+        'misses by 1.01 points'
+    """
+    mean, _ = mean_std([100 * v for v in values])
+    if mean is None or not paper:
+        return ""
+    worse = (100 - mean) - float(paper) if kind == "error" else float(paper) - mean
+    return (f"within {margin:g} points or better" if worse <= margin
+            else f"misses by {worse:.2f} points")
 
 
 # --- ledger tables ----------------------------------------------------------------------------
@@ -235,8 +269,9 @@ def _all_rows(cells):
     return [row for arms in cells.values() for arm_rows in arms.values() for row in arm_rows]
 
 
-def ledger_section(rows) -> list:
-    """The accuracy sections of BENCHMARKS.md generated from ledger ``rows``."""
+def ledger_section(rows, after=None) -> list:
+    """The accuracy sections of BENCHMARKS.md generated from ledger ``rows``; ``after``:
+    {table: lines put after its claims}."""
     if not rows:
         return ["## Accuracy", "", "No cells in `benchmarks/results/reproduce.csv` yet; run "
                 "`python benchmarks/reproduce.py` (see its docstring).", ""]
@@ -246,30 +281,21 @@ def ledger_section(rows) -> list:
         cells = {k: v for k, v in groups.items() if k[0] == table}
         if not cells:
             continue
-        unit = "test error %" if kind == "error" else "top-1 %"
-        lines += [f"## Accuracy: {title}", ""]
-        lines += [f"| kernel stage | protocol | epochs | arm | n | {unit} | paper | "
-                  f"rotated {unit} | paper | BOPs | FLOPs | s / epoch |",
-                  "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-        for (_, stage, protocol, epochs), arms in sorted(cells.items(), key=_cell_order):
-            for arm, arm_rows in arms.items():
-                first = arm_rows[0]
-                upright = "" if protocol == "rotated" else fmt(scores(arm_rows, "upright"), kind)
-                paper_up = ("" if protocol == "rotated"
-                            else paper_number(table, stage, "upright", arm))
-                paper_rot = (paper_number(table, stage, "rotated", arm)
-                             if protocol == "rotated" or table != "table2_mnist" else "")
-                speed = [float(r["seconds_per_epoch"]) for r in arm_rows if r["seconds_per_epoch"]]
-                lines.append(
-                    f"| {stage} | {protocol} | {epochs} | {arm} | {len(arm_rows)} | {upright} | "
-                    f"{paper_up} | {fmt(scores(arm_rows, 'rotated'), kind)} | {paper_rot} | "
-                    f"{int(float(first['bops'] or 0)):,} | {int(float(first['flops'] or 0)):,} | "
-                    f"{statistics.median(speed) if speed else 0:.0f} |")
+        lines += [f"## Accuracy: {title}", ""] + _table_lines(table, kind, cells)
         lines += ["", "Mean ± sample standard deviation over the n seeds. Split: "
                   f"{', '.join(sorted({r['score_split'] for r in _all_rows(cells)}))}."
                   " Rotated: the same images rotated (MNIST-rot / digits: uniform in [-45, 45] "
-                  "degrees; CIFAR10-rot: [0, 360)), angles fixed by seed 0.", "",
-                  "Claims and verdicts (a claim holds only if every seed of one arm is above "
+                  "degrees; CIFAR10-rot: [0, 360)), angles fixed by seed 0."]
+        if table in PAPER_EPOCHS:
+            lines[-1] += (f" vs paper: the mean against the paper's number, matched when at "
+                          f"most {PAPER_MARGIN:g} points worse; given for the cells trained for "
+                          f"the paper's {PAPER_EPOCHS[table]} epochs only.")
+        recipes = {arm_recipe(arm)[1] for arms in cells.values() for arm in arms}
+        if recipes - {""}:
+            lines[-1] += " Recipes: " + "; ".join(
+                f"arms `{'ARM_' + recipe if recipe else 'ARM'}`: {RECIPE_LABELS[recipe]}"
+                for recipe in sorted(recipes)) + "."
+        lines += ["", "Claims and verdicts (a claim holds only if every seed of one arm is above "
                   "every seed of the other):", ""]
         lines += _claim_lines(table, cells)
         keys = {row_key(r) for r in _all_rows(cells)}
@@ -279,8 +305,8 @@ def ledger_section(rows) -> list:
             lines += ["", f"Not yet in the ledger ({count(len(missing), 'cell')} of the "
                       "campaign): " + ", ".join(f"`{name}`" for name in missing) + "."]
         commands = sorted({r["command"].split(" --set seed=")[0] for r in _all_rows(cells)})
-        if table == "table2_mnist":
-            lines += [""] + recipe_check_lines(rows) + notes_lines(CONVERGED_NOTES)
+        if (after or {}).get(table):
+            lines += [""] + after[table]
         lines += ["", "Produced by `python benchmarks/reproduce.py "
                   f"{' '.join('--only ' + g for g in TABLE_GROUPS[table])}`; each cell is "
                   f"`{commands[0]} ...` with the cell's "
@@ -288,49 +314,66 @@ def ledger_section(rows) -> list:
     return lines
 
 
-def _claim_lines(table, cells) -> list:
-    """The verdict of each of `CLAIMS` on ``table`` in every setting of ``cells``."""
-    lines = []
-    for c_table, c_stage, protocol, score, better, worse, text in CLAIMS:
-        if c_table != table:
-            continue
-        for (_, stage, proto, epochs), arms in sorted(cells.items(), key=_cell_order):
-            if proto != protocol or (c_stage != "*" and c_stage != stage):
-                continue
-            absent = [arm for arm in (better, worse) if arm not in arms]
-            if len(absent) == 2:
-                continue
-            claim = f"- {text} [{stage}, {protocol} training, {score} score, {epochs} epochs]"
-            if absent:
-                lines.append(f"{claim}: **not measured yet** (no `{absent[0]}` cell in the "
-                             "ledger).")
-                continue
-            a, b = scores(arms[better], score), scores(arms[worse], score)
+def _arm_order(cells) -> dict:
+    """{arm: sort key}: the table's own recipe before the others, each arm in the order its
+    plain arm first appears in the ledger."""
+    bases = list(dict.fromkeys(arm_recipe(arm)[0] for arms in cells.values() for arm in arms))
+    return {arm: (arm_recipe(arm)[1] != "", arm_recipe(arm)[1], bases.index(arm_recipe(arm)[0]))
+            for arms in cells.values() for arm in arms}
+
+
+def _table_lines(table, kind, cells) -> list:
+    """One line per (setting, arm) of ``cells``: its scores beside the paper's numbers, the
+    verdict against the paper at the paper's budget, its costs."""
+    unit = "test error %" if kind == "error" else "top-1 %"
+    lines = [f"| kernel stage | protocol | epochs | arm | n | {unit} | paper | rotated {unit} | "
+             "paper | vs paper | BOPs | FLOPs | s / epoch |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---|---:|---:|---:|"]
+    order = _arm_order(cells)
+    for (_, stage, protocol, epochs), arms in sorted(cells.items(), key=_cell_order):
+        for arm, arm_rows in sorted(arms.items(), key=lambda item: order[item[0]]):
+            first = arm_rows[0]
+            upright = "" if protocol == "rotated" else fmt(scores(arm_rows, "upright"), kind)
+            paper_up = "" if protocol == "rotated" else paper_number(table, stage, "upright", arm)
+            paper_rot = (paper_number(table, stage, "rotated", arm)
+                         if protocol == "rotated" or table != "table2_mnist" else "")
+            main = ("rotated", paper_rot) if protocol == "rotated" else ("upright", paper_up)
+            versus = (paper_verdict(scores(arm_rows, main[0]), main[1], kind)
+                      if PAPER_EPOCHS.get(table) == int(epochs) else "")
+            speed = [float(r["seconds_per_epoch"]) for r in arm_rows if r["seconds_per_epoch"]]
             lines.append(
-                f"{claim}: **{verdict(a, b)}** ({better} {fmt(a, 'accuracy')} vs {worse} "
-                f"{fmt(b, 'accuracy')} top-1 %, n = {len(a)} / {len(b)}).")
+                f"| {stage} | {protocol} | {epochs} | {arm} | {len(arm_rows)} | {upright} | "
+                f"{paper_up} | {fmt(scores(arm_rows, 'rotated'), kind)} | {paper_rot} | "
+                f"{versus} | {int(float(first['bops'] or 0)):,} | "
+                f"{int(float(first['flops'] or 0)):,} | "
+                f"{statistics.median(speed) if speed else 0:.0f} |")
     return lines
 
 
-def recipe_check_lines(rows) -> list:
-    """The recipe check (table ``table2_mnist_recipes``): validation error of every arm under
-    every candidate recipe, with the epoch of its best validation score."""
-    cells = [r for r in rows if r["table"] == "table2_mnist_recipes" and not
-             r.get("steps_per_epoch")]
-    if not cells:
-        return []
-    lines = ["Recipe check at 50 epochs (`python benchmarks/reproduce.py --only "
-             "mnist_recipe_check`; 5-10-20-40, upright; error on 10,000 validation images "
-             "carved from the training split, never the test split; candidates in "
-             "`RECIPE_CANDIDATES`, each applied to every arm alike):", "",
-             "| arm | recipe | seed | validation error % at the end | best epoch (error %) |",
-             "|---|---|---:|---:|---|"]
-    for row in sorted(cells, key=lambda r: (r["arm"].split("_", 1)[1], r["arm"], r["seed"])):
-        arm, recipe = row["arm"].split("_", 1)
-        curve = [float(v) for v in row["val_curve"].split()]
-        best = max(range(len(curve)), key=curve.__getitem__) if curve else 0
-        lines.append(f"| {arm} | {recipe} | {row['seed']} | {100 - 100 * float(row['top1']):.2f} "
-                     f"| {best + 1} ({100 - 100 * curve[best]:.2f}) |" if curve else
-                     f"| {arm} | {recipe} | {row['seed']} | {100 - 100 * float(row['top1']):.2f}"
-                     " | |")
-    return lines + [""]
+def _claim_lines(table, cells) -> list:
+    """The verdict of each of `CLAIMS` on ``table`` in every setting of ``cells``, under each
+    recipe of its arms (`arm_recipe`: the claim's arms ``ARM`` as ``ARM_RECIPE``)."""
+    lines = []
+    recipes = sorted({arm_recipe(arm)[1] for arms in cells.values() for arm in arms})
+    for c_table, c_stage, protocol, score, c_better, c_worse, text in CLAIMS:
+        if c_table != table:
+            continue
+        for recipe in recipes:
+            better, worse = (f"{arm}_{recipe}" if recipe else arm for arm in (c_better, c_worse))
+            for (_, stage, proto, epochs), arms in sorted(cells.items(), key=_cell_order):
+                if proto != protocol or (c_stage != "*" and c_stage != stage):
+                    continue
+                absent = [arm for arm in (better, worse) if arm not in arms]
+                if len(absent) == 2:
+                    continue
+                claim = (f"- {text} [{stage}, {protocol} training, {score} score, {epochs} "
+                         f"epochs{', recipe ' + recipe if recipe else ''}]")
+                if absent:
+                    lines.append(f"{claim}: **not measured yet** (no `{absent[0]}` cell in the "
+                                 "ledger).")
+                    continue
+                a, b = scores(arms[better], score), scores(arms[worse], score)
+                lines.append(
+                    f"{claim}: **{verdict(a, b)}** ({better} {fmt(a, 'accuracy')} vs {worse} "
+                    f"{fmt(b, 'accuracy')} top-1 %, n = {len(a)} / {len(b)}).")
+    return lines

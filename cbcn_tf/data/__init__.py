@@ -67,6 +67,8 @@ class DatasetInfo:
     std: tuple
     rotation_range_degrees: tuple
     augmentation: Augmentation = "cifar"
+    # An image folder's absolute path (its name is then "folder:" + root); None otherwise.
+    root: str | None = None
 
 
 _CIFAR_MEAN, _CIFAR_STD = (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)
@@ -292,10 +294,9 @@ def _load_source(info, split, data_dir):
         return tf.data.Dataset.from_tensor_slices((images, labels))
     import tensorflow_datasets as tfds  # imported here: it takes seconds to import
 
-    if info.tfds_name is None:
-        root = info.name[len("folder:"):]
-        image_folders.validate_split(root, split)
-        builder = tfds.folder_dataset.ImageFolder(root, shape=info.input_shape)
+    if info.root is not None:
+        image_folders.validate_split(info.root, split)
+        builder = tfds.folder_dataset.ImageFolder(info.root, shape=info.input_shape)
         return builder.as_dataset(split=split, shuffle_files=False, as_supervised=True)
     builder = _prepared_tfds_builder(tfds, info.tfds_name, data_dir)
     return builder.as_dataset(split=split, as_supervised=True, shuffle_files=False)
@@ -375,4 +376,4 @@ def _folder_info(root):
     splits, classes, shape = image_folders.layout(root)
     mean, std = (_MNIST_MEAN, _MNIST_STD) if shape[2] == 1 else (_CIFAR_MEAN, _CIFAR_STD)
     return DatasetInfo(f"folder:{root}", len(classes), shape, None, tuple(splits), mean, std,
-                       _CIFAR_ROT)
+                       _CIFAR_ROT, root=root)

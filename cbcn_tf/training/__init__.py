@@ -26,16 +26,18 @@ Every file is written atomically (temp file in the same folder + ``os.replace``)
 loss raises `TrainingDiverged` with advice. Distributed training (``distribute``: none, mirrored,
 multi_worker) is described in docs/DISTRIBUTED.md.
 
-Example:
+Example (a tiny LeNet on the packaged digits, a few steps per epoch):
     >>> import tempfile
     >>> import cbcn_tf
     >>> from cbcn_tf import config, training
-    >>> cfg = config.load_config("digits_demo", ["epochs=1", "steps_per_epoch=5"])
+    >>> tiny = ["model=cbcn_lenet", "model_kwargs.kernel_stage=[2, 2, 2, 2]",
+    ...         "model_kwargs.orientations=2", "steps_per_epoch=3"]
+    >>> cfg = config.load_config("digits_demo", [*tiny, "epochs=1"])
     >>> run = tempfile.mkdtemp()
     >>> result = training.train(cfg, run, verbose=0)
     >>> [row["epoch"] for row in result.history]
     [0]
-    >>> cfg = config.load_config("digits_demo", ["epochs=2", "steps_per_epoch=5"])
+    >>> cfg = config.load_config("digits_demo", [*tiny, "epochs=2"])
     >>> [row["epoch"] for row in training.train(cfg, run, resume=True, verbose=0).history]
     [0, 1]
     >>> sorted(training.evaluate(run, "digits", rotate=True))

@@ -9,11 +9,8 @@ import numpy as np
 import tensorflow as tf
 
 from cbcn_tf import files
-from cbcn_tf.errors import DivergenceError
+from cbcn_tf.errors import TrainingDiverged
 from cbcn_tf.training.rundir import latest_backup, read_history
-
-# The loss became NaN or infinite (a `cbcn_tf.errors.DivergenceError`); kept under this name.
-TrainingDiverged = DivergenceError
 
 
 class HistoryLogger(tf.keras.callbacks.Callback):

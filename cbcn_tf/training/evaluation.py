@@ -129,8 +129,10 @@ def load_model(path, *, trusted: bool = False) -> tf.keras.Model:
     Example:
         >>> from cbcn_tf.models import create_model
         >>> model = create_model("cbcn_lenet", input_shape=(16, 16, 1), orientations=2)
-        >>> save_model(model, "/tmp/cbcn_lenet.h5")
-        >>> load_model("/tmp/cbcn_lenet.h5").count_params() == model.count_params()
+        >>> import os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "cbcn_lenet.h5")
+        >>> save_model(model, path)
+        >>> load_model(path).count_params() == model.count_params()
         True
     """
     from cbcn_tf.models import pretrained  # (also registers the zoo's custom objects)

@@ -8,8 +8,7 @@ so a stale mean moves every sign threshold, and latent weights that cross zero c
 activations abruptly. Measured on the Table 2 CBCN LeNet (BENCHMARKS.md, "BatchNorm
 statistics"): the test accuracy after each of the last epochs swung between 58% and 94%
 while the training accuracy rose smoothly; the same weights with re-estimated
-statistics scored 91-94% (`benchmarks/reproduce.py --rescore`). The full-precision twin did
-not change.
+statistics scored 91-94%. The full-precision twin did not change.
 
 How: the model runs in training mode (batch statistics, no weight update) on the first
 ``batches`` batches of a fixed, seeded pass over the training data, and each BN layer's moving

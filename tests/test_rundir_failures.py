@@ -1,8 +1,9 @@
-"""Hardened inputs: each bad input gives one clear `cbcn: error:` line naming the problem and
-the fix, and leaves no partial output (the output folder is removed if the command created
-it, and holds no model / config files if it existed before). One scenario per stage of
-`cbcn train`; each layer's own tests (test_config, test_data, test_models, ...) cover the
-other inputs that fail at that stage."""
+"""A `cbcn train` that fails leaves nothing behind (`cbcn_tf.training.rundir`): each bad input
+gives one clear `cbcn: error:` line naming the problem and the fix, and the output folder is
+removed if the command created it, and holds no model / config files if it existed before.
+One scenario per stage of `cbcn train` (each layer's own tests cover the other inputs that
+fail at that stage), then paths and disks that cannot be written. test_rundir.py checks
+locking, symlinks, --resume and full disks during training."""
 import errno
 import os
 
@@ -63,43 +64,6 @@ def test_unreadable_image_fails_cleanly(tmp_path, make_folder, train_cli, error_
     assert_no_output(tmp_path / "run")
 
 
-# --- folders with other runs, foreign weights ------------------------------------------------
-
-
-def test_folder_holding_another_models_checkpoints_is_refused(tiny_run, tmp_path, train_cli,
-                                                               error_line):
-    import shutil
-
-    # Checkpoints copied by hand: without a config.yaml naming their model, --resume refuses
-    # the folder; with a config.yaml naming another model than they hold, too.
-    output = tmp_path / "run"
-    shutil.copytree(tiny_run / "backup", output / "backup")
-    before = sorted(os.listdir(output / "backup" / "chief"))
-    assert train_cli(output, "model=cbcn_resnet18") == 2
-    assert f"{output} already holds a training run" in error_line()
-    assert train_cli(output, extra=["--resume"]) == 2
-    assert f"Nothing to resume in {output}" in error_line()
-    saved = (tiny_run / "config.yaml").read_text()
-    (output / "config.yaml").write_text(saved.replace("orientations: 2", "orientations: 4"))
-    assert train_cli(output, "model_kwargs.orientations=4", extra=["--resume"]) == 2
-    assert f"{output / 'backup'} holds checkpoints of another model" in error_line()
-    assert sorted(os.listdir(output)) == ["backup", "config.yaml"]  # nothing written
-    assert sorted(os.listdir(output / "backup" / "chief")) == before
-    # The matching model resumes from them.
-    shutil.copy(tiny_run / "config.yaml", output / "config.yaml")
-    assert train_cli(output, "epochs=2", extra=["--resume"]) == 0
-    assert [row["epoch"] for row in training.read_history(output / "history.csv")] == [1]
-
-
-def test_folder_holding_something_else_is_refused(tmp_path, train_cli, error_line):
-    output = tmp_path / "run"
-    (output / "backup" / "chief").mkdir(parents=True)
-    (output / "backup" / "chief" / "checkpoint").write_text('model_checkpoint_path: "x"\n')
-    assert train_cli(output, extra=["--resume"]) == 2
-    assert "does not hold a cbcn training backup" in error_line()
-    assert sorted(os.listdir(output)) == ["backup"]
-
-
 def test_weights_of_another_architecture_are_refused(tmp_path, train_cli, error_line):
     weights = str(tmp_path / "lenet.h5")
     create_model("cbcn_lenet", input_shape=(16, 16, 1), orientations=2,
@@ -111,6 +75,41 @@ def test_weights_of_another_architecture_are_refused(tmp_path, train_cli, error_
     assert_no_output(tmp_path / "run")
     # The right architecture takes them.
     assert train_cli(tmp_path / "ok", f"model_kwargs.weights={weights}") == 0
+
+
+# --- paths that cannot be written ------------------------------------------------------------
+
+
+def test_output_path_that_is_not_utf8_is_refused(tmp_path, train_cli, error_line):
+    run = str(tmp_path / os.fsdecode(b"run\xff"))
+    assert train_cli(run) == 2
+    assert "is not valid UTF-8" in error_line()
+    assert os.listdir(tmp_path) == []
+
+
+def test_too_long_output_path_leaves_nothing(tmp_path, train_cli, error_line):
+    long_name = tmp_path / "top" / os.path.join(*["d"] * 20) / ("x" * 300)
+    assert train_cli(long_name) == 2
+    assert "bytes long, and this file system allows" in error_line()
+    deep = tmp_path / "top" / os.path.join(*["d" * 200] * 20)  # > 4096 bytes in all
+    assert train_cli(deep) == 2
+    assert "paths are limited to" in error_line()
+    assert os.listdir(tmp_path) == []
+
+
+def test_folders_made_before_a_failing_mkdir_are_removed(tmp_path, monkeypatch, train_cli,
+                                                         error_line):
+    real_mkdir = os.mkdir
+
+    def mkdir(path, *args, **kwargs):
+        if os.path.basename(path) == "run":
+            raise OSError(errno.ENAMETOOLONG, os.strerror(errno.ENAMETOOLONG), path)
+        return real_mkdir(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "mkdir", mkdir)
+    assert train_cli(tmp_path / "a" / "b" / "c" / "run") == 2
+    assert "Could not create the output folder" in error_line()
+    assert os.listdir(tmp_path) == []
 
 
 # --- read-only or full disks -----------------------------------------------------------------

@@ -1,10 +1,11 @@
-"""Surviving faults: SIGKILL and restart, atomic writes, the NaN guard, bitwise determinism.
+"""Exact resume of a CBCN ResNet18 with Adam: two same-seed `cbcn train --deterministic` runs
+are bitwise identical, and one killed with SIGKILL after its first epoch and started again
+with the same command continues with the optimizer's step counter and moments, ending with the
+uninterrupted run's history and weights. test_resume.py kills a LeNet at chosen steps.
 
 The subprocess tests run the real `cbcn train` (venv python, Keras 2, no GPU) on the packaged
 digits with a tiny CBCN ResNet18 (kernel stage 2-2-2-2, K = 2): about a second per epoch.
 """
-import errno
-import os
 import signal
 import subprocess
 import sys
@@ -16,9 +17,6 @@ import pytest
 import tensorflow as tf
 
 from cbcn_tf import cli
-from cbcn_tf import config as config_lib
-from cbcn_tf import data as data_lib
-from cbcn_tf import files
 from cbcn_tf import training
 
 EPOCHS, STEPS = 4, 40
@@ -121,118 +119,3 @@ def test_restart_of_a_finished_run_still_needs_resume(runs, capsys):
     code = cli.main(_command(root / "a")[3:])
     assert code == 2
     assert "already holds a training run; pass --resume" in capsys.readouterr().err
-
-
-# --- atomic writes ---------------------------------------------------------------------------
-
-
-def _leftovers(folder):
-    return [name for name in os.listdir(folder) if ".tmp" in name]
-
-
-def _failing_save(self, path, *args, **kwargs):
-    with open(path, "wb") as handle:
-        handle.write(b"\x89HDF\r\n\x1a\n half a model")  # a truncated HDF5 file
-    raise OSError(errno.ENOSPC, "No space left on device")
-
-
-def test_interrupted_model_write_keeps_the_previous_model(tmp_path, monkeypatch):
-    model = training.model_from_kwargs("cbcn_lenet", {"input_shape": [16, 16, 1],
-                                                      "orientations": 2,
-                                                      "kernel_stage": [2, 2, 2, 2]})
-    path = tmp_path / "model.h5"
-    monkeypatch.setattr(tf.keras.Model, "save", _failing_save)
-    with pytest.raises(OSError, match="Could not write .*model.h5: No space left on device"):
-        training.save_model(model, path)
-    assert not path.exists() and _leftovers(tmp_path) == []
-
-    monkeypatch.undo()
-    training.save_model(model, path)
-    before = path.read_bytes()
-    monkeypatch.setattr(tf.keras.Model, "save", _failing_save)
-    with pytest.raises(OSError, match="disk is full"):
-        training.save_model(model, path)
-    assert path.read_bytes() == before and _leftovers(tmp_path) == []
-    assert training.load_model(path).count_params() == model.count_params()
-
-
-@pytest.mark.parametrize("writer", ["config", "summary", "history"])
-def test_interrupted_report_writes_leave_the_target_unchanged(writer, tmp_path, monkeypatch):
-    model = tf.keras.Sequential([tf.keras.layers.Dense(2, input_shape=(3,))])
-    path = tmp_path / {"config": "config.yaml", "summary": "summary.txt",
-                       "history": "history.csv"}[writer]
-    write = {
-        "config": lambda: config_lib.save_config(config_lib.TrainConfig(epochs=3), path),
-        "summary": lambda: training.write_summary(model, path),
-        "history": lambda: files.write_csv(path, [{"epoch": 0, "loss": 1.0}] * 3),
-    }[writer]
-    path.write_text("previous complete version\n")
-    real_open = open
-
-    class HalfWriter:  # writes a few bytes, then the disk is full
-        def __init__(self, handle):
-            self.handle = handle
-
-        def write(self, text):
-            self.handle.write(text[:5])
-            raise OSError(errno.ENOSPC, "No space left on device")
-
-        def __getattr__(self, name):
-            return getattr(self.handle, name)
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            self.handle.close()
-
-    def failing_open(file, mode="r", *args, **kwargs):
-        handle = real_open(file, mode, *args, **kwargs)
-        return HalfWriter(handle) if "w" in mode and ".tmp" in str(file) else handle
-
-    monkeypatch.setattr("builtins.open", failing_open)
-    with pytest.raises(OSError, match="Could not write"):
-        write()
-    monkeypatch.undo()
-    assert path.read_text() == "previous complete version\n"
-    assert _leftovers(tmp_path) == []
-    path.unlink()
-    monkeypatch.setattr("builtins.open", failing_open)
-    with pytest.raises(OSError):
-        write()
-    assert not path.exists() and _leftovers(tmp_path) == []
-
-
-# --- the NaN guard ---------------------------------------------------------------------------
-
-
-def test_nan_in_the_data_stops_training_with_advice(tmp_path, monkeypatch, tiny_config):
-    real = data_lib.load_dataset
-
-    def with_nan(*args, **kwargs):
-        ds = real(*args, **kwargs)
-        if not kwargs.get("training"):
-            return ds
-        return ds.map(lambda x, y: (x * float("nan"), y))
-
-    monkeypatch.setattr(data_lib, "load_dataset", with_nan)
-    run = tmp_path / "run"
-    with pytest.raises(training.TrainingDiverged) as info:
-        training.train(tiny_config("epochs=2"), str(run), verbose=0)
-    message = str(info.value)
-    assert "loss became nan at epoch 1, step 1" in message
-    assert "lower learning rate" in message and "e.g. --set lr=0.0005" in message
-    assert "check the data for NaN/Inf values and its normalisation" in message
-    assert not (run / "model.h5").exists()  # a diverged model is not saved
-    assert issubclass(training.NaNGuard, tf.keras.callbacks.TerminateOnNaN)
-
-
-def test_huge_learning_rate_fails_with_one_error_line(tmp_path, capsys, train_cli):
-    """The CLI prints the guard's advice as its error line (exit code 2)."""
-    code = train_cli(tmp_path / "run", "epochs=3", "optimizer=sgd", "lr=1e38",
-                     "model_kwargs.binary=false", "model_kwargs.dropout=0")
-    err = capsys.readouterr().err
-    assert code == 2, err
-    assert err.startswith("cbcn: error: Training diverged: the loss became") and \
-        "Try a lower learning rate (lr is 1e+38; e.g. --set lr=1e+37)" in err
-    assert not (tmp_path / "run" / "model.h5").exists()
