@@ -7,7 +7,8 @@ import time
 
 import pytest
 
-from tests.test_reproduce import _cell, _load, _row, campaign_cells, reproduce
+from tests.reference import ledger_row
+from tests.test_reproduce import _cell, _load, campaign_cells, reproduce
 
 ledger_lib = _load("campaign.ledger")
 merge_lib = _load("campaign.merge")
@@ -28,8 +29,8 @@ def test_append_row_rewrites_the_ledger_atomically(tmp_path, monkeypatch):
     from cbcn_tf import files
 
     ledger = tmp_path / "ledger.csv"
-    reproduce.append_row(str(ledger), _row(arm="a"))
-    reproduce.append_row(str(ledger), _row(arm="b"))
+    reproduce.append_row(str(ledger), ledger_row(arm="a"))
+    reproduce.append_row(str(ledger), ledger_row(arm="b"))
     rows = list(csv.DictReader(open(ledger)))
     assert [r["arm"] for r in rows] == ["a", "b"]
     assert tuple(rows[0]) == reproduce.COLUMNS
@@ -40,7 +41,7 @@ def test_append_row_rewrites_the_ledger_atomically(tmp_path, monkeypatch):
 
     monkeypatch.setattr(files, "atomic_write", crash)
     with pytest.raises(KeyboardInterrupt):
-        reproduce.append_row(str(ledger), _row(arm="c"))
+        reproduce.append_row(str(ledger), ledger_row(arm="c"))
     assert [r["arm"] for r in csv.DictReader(open(ledger))] == ["a", "b"]
 
 
@@ -52,11 +53,11 @@ def test_a_writer_waits_for_the_ledger_lock(tmp_path):
     ledger = tmp_path / "ledger.csv"
     lock = files.FileLock(str(ledger) + ".lock")
     assert lock.acquire()
-    writer = threading.Thread(target=reproduce.append_row, args=(str(ledger), _row(arm="b")))
+    writer = threading.Thread(target=reproduce.append_row, args=(str(ledger), ledger_row(arm="b")))
     writer.start()
     time.sleep(0.5)
     assert writer.is_alive() and not ledger.exists()
-    _write(ledger, [_row(arm="a")], reproduce.COLUMNS)  # the holder's own rewrite
+    _write(ledger, [ledger_row(arm="a")], reproduce.COLUMNS)  # the holder's own rewrite
     lock.release()
     writer.join(timeout=10)
     assert [r["arm"] for r in _rows(ledger)] == ["a", "b"]
@@ -74,7 +75,7 @@ def test_trained_run_dir_reads_run_dir_and_falls_back_to_the_cell(tmp_path):
         (runs / relative / "model.h5").write_bytes(b"")
         return str(runs / relative)
 
-    old = _row(arm="a")  # no run_dir
+    old = ledger_row(arm="a")  # no run_dir
     assert reproduce.trained_run_dir(cell, old, str(runs)) is None  # no model.h5 yet
     own = trained(cell.run_name())
     for row in (old, dict(old, run_dir=""), None):
@@ -86,7 +87,7 @@ def test_trained_run_dir_reads_run_dir_and_falls_back_to_the_cell(tmp_path):
     ledger = tmp_path / "ledger.csv"
     _write(ledger, [old], [c for c in reproduce.COLUMNS if c != "run_dir"])
     assert reproduce.finished_keys(reproduce.read_ledger(str(ledger))) == {cell.key()}
-    reproduce.append_row(str(ledger), _row(arm="b", seed=1) | {"run_dir": "t/b"})
+    reproduce.append_row(str(ledger), ledger_row(arm="b", seed=1) | {"run_dir": "t/b"})
     rows = list(csv.DictReader(open(ledger)))
     assert tuple(rows[0]) == reproduce.COLUMNS
     assert [(r["arm"], r["top1"], r["run_dir"]) for r in rows] == [("a", "0.5", ""),
@@ -105,7 +106,7 @@ _OLD_COLUMNS = [c for c in reproduce.COLUMNS if c != "run_dir"]
 
 
 def _cell_row(cell, top1="0.9854", command=_OLD_COMMAND):
-    return dict(_row(table=cell.table, arm=cell.arm, stage="-".join(map(str, cell.kernel_stage)),
+    return dict(ledger_row(table=cell.table, arm=cell.arm, stage="-".join(map(str, cell.kernel_stage)),
                      seed=cell.seed, epochs=cell.epochs, top1=top1),
                 val_curve="0.9 0.95", status="ok", command=command)
 
