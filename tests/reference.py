@@ -41,15 +41,6 @@ def idx_bytes(array):
         int(d).to_bytes(4, "big") for d in array.shape)
     return header + array.astype(np.uint8).tobytes()
 
-def ledger_row(table="t", arm="a", stage="4-4-8-16", protocol="upright", seed=0, epochs=2,
-               seconds=None, top1=0.5, rot=0.4):
-    """A campaign ledger row as `csv.DictReader` reads it back (every value a string)."""
-    return dict(table=table, arm=arm, kernel_stage=stage, protocol=protocol, seed=str(seed),
-                epochs=str(epochs), steps_per_epoch="", top1=str(top1), rot_top1=str(rot),
-                seconds_per_epoch="" if seconds is None else str(seconds), score_split="test",
-                bops="10", flops="20", command="cbcn train --config x --set seed=0")
-
-
 RING = [(0, 0), (0, 1), (0, 2), (1, 2), (2, 2), (2, 1), (2, 0), (1, 0)]
 
 

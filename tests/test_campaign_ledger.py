@@ -7,11 +7,10 @@ import time
 
 import pytest
 
-from tests.reference import ledger_row
-from tests.test_reproduce import _cell, _load, campaign_cells, reproduce
+from tests.harness import campaign_cells, ledger_row, load_module, make_cell, reproduce
 
-ledger_lib = _load("campaign.ledger")
-merge_lib = _load("campaign.merge")
+ledger_lib = load_module("campaign.ledger")
+merge_lib = load_module("campaign.merge")
 
 
 def _write(path, rows, columns):
@@ -68,7 +67,7 @@ def test_trained_run_dir_reads_run_dir_and_falls_back_to_the_cell(tmp_path):
     """A row's run_dir (relative to --runs-dir) names the folder; a row without one gives the
     cell's run name; a ledger without the run_dir column reads and keeps its rows when a row
     with run_dir is added."""
-    cell, runs = _cell("a", 0), tmp_path / "runs"
+    cell, runs = make_cell("a", 0), tmp_path / "runs"
 
     def trained(relative):
         (runs / relative).mkdir(parents=True)
@@ -106,8 +105,9 @@ _OLD_COLUMNS = [c for c in reproduce.COLUMNS if c != "run_dir"]
 
 
 def _cell_row(cell, top1="0.9854", command=_OLD_COMMAND):
-    return dict(ledger_row(table=cell.table, arm=cell.arm, stage="-".join(map(str, cell.kernel_stage)),
-                     seed=cell.seed, epochs=cell.epochs, top1=top1),
+    stage = "-".join(map(str, cell.kernel_stage))
+    return dict(ledger_row(table=cell.table, arm=cell.arm, stage=stage, seed=cell.seed,
+                           epochs=cell.epochs, top1=top1),
                 val_curve="0.9 0.95", status="ok", command=command)
 
 

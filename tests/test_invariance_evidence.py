@@ -10,9 +10,10 @@ import os
 import numpy as np
 import pytest
 
+from tests.harness import campaign_cells, load_module, reproduce
 from tests.reference import randomize_statistics
-from tests.test_report import report_invariance as report
-from tests.test_reproduce import campaign_cells, reproduce
+
+report = load_module("campaign.report_invariance")
 
 KS = (2, 2, 4, 4)
 
@@ -149,10 +150,8 @@ def test_invariance_group_sweeps_angles_and_recomputes_only_missing_ones(
     assert sorted(curve) == [0, 90, 180, 270]
     assert curve[0] == pytest.approx(float(rows[0]["top1"]), abs=1e-4)  # angle 0 = upright
     # class_confusion.py finds the same model through the ledger and scores it as the row.
-    from tests.test_reproduce import _load
-
     out = tmp_path / "confusion"
-    assert _load("class_confusion").main(
+    assert load_module("class_confusion").main(
         ["--runs-dir", str(runs), "--ledger", str(ledger), "--out", str(out),
          "--tables", "invariance_digits", "--epochs", "1", "--steps-per-epoch", "2"]) == 0
     (confused,) = _rows(out / "class_confusion.csv")
@@ -283,9 +282,7 @@ def test_invariance_report_section_on_a_synthetic_ledger(tmp_path):
 
 
 def test_class_confusion_counts_match_numpy():
-    from tests.test_reproduce import _load
-
-    confusion = _load("class_confusion")
+    confusion = load_module("class_confusion")
     rng = np.random.default_rng(0)
     labels, predicted = rng.integers(0, 10, 500), rng.integers(0, 10, 500)
     matrix = np.zeros((10, 10), np.int64)
@@ -308,9 +305,7 @@ def test_class_confusion_scores_the_cells_split_with_the_model(tmp_path):
     import tensorflow as tf
 
     from cbcn_tf import data
-    from tests.test_reproduce import _load
-
-    confusion = _load("class_confusion")
+    confusion = load_module("class_confusion")
     cell = next(c for c in reproduce.invariance_cells() if c.sweep == "invariance_digits")
     config = reproduce.cell_config(cell)
     model = tf.keras.Sequential([
@@ -343,9 +338,7 @@ def test_confusion_lines_average_the_seeds():
 
 @pytest.mark.lce
 def test_invariance_latency_times_each_variant_beside_the_plain_model(tmp_path):
-    from tests.test_reproduce import _load
-
-    latency = _load("invariance_latency")
+    latency = load_module("invariance_latency")
     rows = latency.measure("lenet", runs=2, threads=(1,), folder=str(tmp_path),
                            parity_samples=1)
     kernels = {r["kernel"] for r in rows}

@@ -7,19 +7,13 @@ against the committed BENCHMARKS.md and cbcn_tf/demo_spread.json.
 """
 import json
 import os
-import sys
 
 import numpy as np
 
-from tests.reference import ledger_row
+from tests.harness import ROOT, ledger_row
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-BENCHMARKS = os.path.normpath(os.path.join(ROOT, "benchmarks"))
-if BENCHMARKS not in sys.path:  # the campaign package lives in benchmarks/
-    sys.path.insert(0, BENCHMARKS)
-
-from campaign import cells as campaign_cells  # noqa: E402
-from campaign import plots, report_invariance, report_sections, report_tables  # noqa: E402
+from campaign import cells as campaign_cells
+from campaign import plots, report_invariance, report_sections, report_tables
 
 
 def test_verdicts_on_synthetic_ledgers():

@@ -7,30 +7,15 @@ the budget logic is checked on synthetic ledgers, the base recipes with their ar
 against the per-arm recipes the ledger's finished cells were trained with.
 """
 import csv
-import importlib
 import os
 import shlex
-import sys
 
 import pytest
 import yaml
 
-from tests.reference import ledger_row
+from tests.harness import ROOT, campaign_cells, ledger_row, load_module, make_cell, reproduce
 
-ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..")
-BENCHMARKS = os.path.normpath(os.path.join(ROOT, "benchmarks"))
-if BENCHMARKS not in sys.path:  # the scripts and the campaign package live in benchmarks/
-    sys.path.insert(0, BENCHMARKS)
-
-
-def _load(name):
-    """A module of benchmarks/: a script (``reproduce``) or ``campaign.NAME``."""
-    return importlib.import_module(name)
-
-
-reproduce = _load("reproduce")
-campaign_cells = _load("campaign.cells")
-report_invariance = _load("campaign.report_invariance")
+report_invariance = load_module("campaign.report_invariance")
 
 MODEL_KEYS = {"model", "model_kwargs"}
 
@@ -112,7 +97,7 @@ def test_the_ledger_command_trains_exactly_the_cell(tmp_path):
     cells = [c for c in reproduce.all_cells(["mnist", "cifar10", "demo", "invariance"])
              if c.seed == 0]
     for cell in cells:
-        command = _load("campaign.ledger").command_line(cell)
+        command = load_module("campaign.ledger").command_line(cell)
         words = shlex.split(command.replace("$CBCN_DATA", root).replace("$RUNS_DIR", runs))
         assert words[:3] == ["cbcn", "train", "--config"]
         recipe = words[3] if not words[3].endswith(".yaml") else os.path.join(ROOT, words[3])
@@ -165,13 +150,8 @@ def test_campaign_cells_cover_the_tables_and_run_seed_major():
     assert reproduce.cifar_milestones(10) == [3, 6, 8]
 
 
-def _cell(arm="a", seed=0, epochs=2, group="demo"):
-    return reproduce.Cell(group, "t", arm, "digits_demo", (), (4, 4, 8, 16), "upright", seed,
-                          epochs)
-
-
 def test_plan_skips_finished_cells_and_stops_at_the_budget():
-    cells = [_cell("a", 0), _cell("b", 0), _cell("a", 1)]
+    cells = [make_cell("a", 0), make_cell("b", 0), make_cell("a", 1)]
     rows = [ledger_row(arm="a", seed=0, seconds=100.0)]
     todo, stop = reproduce.plan(cells, rows)
     assert [c.key() for c in todo] == [cells[1].key(), cells[2].key()] and stop is None
@@ -226,7 +206,7 @@ def test_tiny_campaign_runs_cells_and_skips_them_when_run_again(tmp_path, capsys
 
 
 def test_estimates_ignore_smoke_runs_and_scale_other_kernel_stages():
-    cell = _cell("a", 1, epochs=10, group="mnist")
+    cell = make_cell("a", 1, epochs=10, group="mnist")
     smoke = dict(ledger_row(arm="a", seconds=0.5), steps_per_epoch="3")
     default = (10 * reproduce.DEFAULT_SECONDS_PER_EPOCH["mnist"]
                + reproduce.OVERHEAD_SECONDS["mnist"])
@@ -268,7 +248,7 @@ def test_tables_filter_keeps_a_table_and_the_cells_swept_for_it(capsys, tmp_path
 
 
 def test_optimizer_check_changes_only_the_optimizer():
-    check = _load("optimizer_check")
+    check = load_module("optimizer_check")
     cells = check.cells(epochs=3)
     assert {optimizer for optimizer, _ in cells} == {"sgd", "adam"}
     by_arm = {}
