@@ -98,9 +98,10 @@ def test_trained_run_dir_reads_run_dir_and_falls_back_to_the_cell(tmp_path):
 _ADOPTED = campaign_cells.adopted_cells()[0]
 _OLD_COMMAND = (
     "cbcn train --config benchmarks/recipes/mnist_lenet_cbcn.yaml --set "
-    "data_dir=/work/shared/datasets/mnist --set optimizer=adam --set lr=0.001 --set "
+    "data_dir=/data/datasets/mnist --set optimizer=adam --set lr=0.001 --set "
     "lr_decay=cosine --set 'model_kwargs.kernel_stage=[5, 10, 20, 40]' --set epochs=50 --set "
-    "seed=0 --output /work/campaign_runs/table2_mnist/cbcn_adam_cosine_5-10-20-40_upright_s0_e50")
+    "seed=0 --output /scratch/campaign_runs/table2_mnist/"
+    "cbcn_adam_cosine_5-10-20-40_upright_s0_e50")
 _OLD_COLUMNS = [c for c in reproduce.COLUMNS if c != "run_dir"]
 
 
@@ -126,7 +127,8 @@ def test_merge_adds_new_rows_with_their_cells_command_and_run_dir(tmp_path, caps
     assert {k: first[k] for k in here} == here  # the key already here keeps its own row
     assert added["run_dir"] == _ADOPTED.run_name()
     assert added["command"] == ledger_lib.command_line(_ADOPTED)
-    assert "/work" not in added["command"] and '"data_dir=$CBCN_DATA/mnist"' in added["command"]
+    assert "/data/" not in added["command"] and "/scratch/" not in added["command"]
+    assert '"data_dir=$CBCN_DATA/mnist"' in added["command"]
     assert added["command"].startswith("cbcn train --config benchmarks/recipes/mnist_lenet.yaml")
     unchanged = {k: v for k, v in _cell_row(_ADOPTED).items() if k != "command"}
     assert {k: added[k] for k in unchanged} == unchanged
@@ -156,7 +158,7 @@ def test_normalise_rederives_commands_and_keeps_every_other_column(tmp_path, cap
     results.mkdir()
     stray = _cell_row(_ADOPTED) | {"arm": "cbcn_sgd_warm", "top1": "0.5"}
     _write(results / "reproduce.csv", [_cell_row(_ADOPTED), stray], _OLD_COLUMNS)
-    confusion = dict(table="t", top1="0.9", command="python b.py --runs-dir /work/runs")
+    confusion = dict(table="t", top1="0.9", command="python b.py --runs-dir /scratch/runs")
     _write(results / "class_confusion.csv", [confusion], list(confusion))
     assert merge_lib.main(["--normalise", "--results", str(results)]) == 0
     out = capsys.readouterr().out
@@ -165,8 +167,8 @@ def test_normalise_rederives_commands_and_keeps_every_other_column(tmp_path, cap
     assert known["command"] == ledger_lib.command_line(_ADOPTED)
     assert known["run_dir"] == _ADOPTED.run_name() and unknown["run_dir"] == ""
     assert unknown["command"] == _OLD_COMMAND.replace(
-        "data_dir=/work/shared/datasets/mnist", '"data_dir=$CBCN_DATA/mnist"').replace(
-        "/work/campaign_runs/", '"$RUNS_DIR/') + '"'
+        "data_dir=/data/datasets/mnist", '"data_dir=$CBCN_DATA/mnist"').replace(
+        "/scratch/campaign_runs/", '"$RUNS_DIR/') + '"'
     for row, was in ((known, _cell_row(_ADOPTED)), (unknown, stray)):
         assert {k: row[k] for k in was if k != "command"} == {
             k: v for k, v in was.items() if k != "command"}
