@@ -20,6 +20,8 @@ Groups (``--only``):
   the candidates of ``RECIPE_CANDIDATES`` on every arm alike, on a validation split.
 * ``mnist_adopted``: the ``mnist_converged`` cells again under the candidate adopted from the
   recipe check (``ADOPTED_RECIPE``: Adam lr 0.001, cosine decay), arms ``ARM_adam_cosine``.
+* ``mnist_matched``: a control for it, the XNOR LeNet at half the widths, which learns as many
+  weights as the CBCN (``MATCHED_ARM``; 5-10-20-40, upright, 3 seeds).
 * ``cifar10``: Tables 3 / 4, ResNet18: CBCN K = 4, XNOR with doubled shortcuts at the same
   feature widths, full precision (3 seeds); CBCN K = 2 and CBCN with ApproxSign (2 seeds).
   Scored on the seeded 5,000-image validation split (the ImageFolder copy has no test split).

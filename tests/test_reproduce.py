@@ -106,6 +106,37 @@ def test_the_ledger_command_trains_exactly_the_cell(tmp_path):
         assert words[-2:] == ["--output", os.path.join(runs, cell.run_name())]
 
 
+def test_matched_xnor_learns_as_many_weights_as_the_cbcn(tmp_path):
+    """mnist_matched: the adopted XNOR cells (5-10-20-40, upright, 3 seeds) at orientations 2,
+    whose model learns within 5 % of the CBCN's trainable values at a quarter of its BOPs."""
+    import numpy as np
+
+    from cbcn_tf import summary
+    from cbcn_tf.models import create_model
+    from cbcn_tf.training import resolve_config
+
+    root = str(tmp_path / "data")
+    matched = campaign_cells.all_cells(["mnist_matched"])
+    xnor = [c for c in campaign_cells.adopted_cells() if c.arm == "xnor_adam_cosine"
+            and c.protocol == "upright" and c.kernel_stage == (5, 10, 20, 40)]
+    assert [c.seed for c in matched] == [0, 1, 2] == [c.seed for c in xnor]
+    assert all(c.arm == "xnor_matched_adam_cosine" and c.table == "table2_mnist" for c in matched)
+    assert campaign_cells.arm_recipe(matched[0].arm) == ("xnor_matched", "adam_cosine")
+    models = {}
+    for name, cell in (("matched", matched[0]), ("xnor", xnor[0])):
+        config = resolve_config(reproduce.cell_config(cell, root))
+        models[name] = create_model(config.model, **config.model_kwargs)
+    cbcn_config = resolve_config(reproduce.cell_config(campaign_cells.adopted_cells()[0], root))
+    models["cbcn"] = create_model(cbcn_config.model, **cbcn_config.model_kwargs)
+    learned = {k: sum(int(np.prod(w.shape)) for w in m.trainable_weights)
+               for k, m in models.items()}
+    assert abs(learned["matched"] - learned["cbcn"]) <= 0.05 * learned["cbcn"]
+    assert learned["xnor"] > 3 * learned["cbcn"]
+    bops = {k: summary(m, print_fn=None).totals["binary_macs"]
+            for k, m in models.items()}
+    assert bops["xnor"] == bops["cbcn"] == 4 * bops["matched"]
+
+
 def test_adopted_cells_are_the_converged_cells_under_the_adopted_recipe(tmp_path):
     """mnist_adopted: the converged cells (same table, plan, seeds, epochs) with the arm
     renamed ARM_adam_cosine; each resolves to its converged cell's training settings except

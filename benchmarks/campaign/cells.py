@@ -19,8 +19,8 @@ BENCHMARKS = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 ROOT = os.path.dirname(BENCHMARKS)  # the repository
 RECIPES = os.path.join(BENCHMARKS, "recipes")
 DATA_ENV = "CBCN_DATA"  # the data root when --data-root is not given
-GROUPS = ("mnist", "mnist_converged", "mnist_recipe_check", "mnist_adopted", "cifar10", "demo",
-          "ablation", "invariance", "invariance_ablation")
+GROUPS = ("mnist", "mnist_converged", "mnist_recipe_check", "mnist_adopted", "mnist_matched",
+          "cifar10", "demo", "ablation", "invariance", "invariance_ablation")
 
 # Campaign budgets (stated in the recipes and BENCHMARKS.md), chosen from measured epoch times
 # so the MNIST part fits about 5 hours and the CIFAR-10 part about 4 hours of this machine.
@@ -206,16 +206,38 @@ def adopted_cells(epochs=None, seeds=None):
             for cell in converged_cells(epochs, seeds)]
 
 
+# A control for the adopted recipe's Table 2: the XNOR LeNet at half the feature widths
+# (orientations 2 instead of 4), which learns as many weights as the CBCN (38,860 against
+# 39,910) at a quarter of its BOPs; the same-widths XNOR learns 153,310.
+MATCHED_ARM = ("xnor_matched", ("model_kwargs.orientations=2",))
+
+
+def matched_cells(epochs=None, seeds=None):
+    """The XNOR's 5-10-20-40 upright cells of `adopted_cells` (seeds 0 to 2) with the
+    overrides of `MATCHED_ARM` after theirs: arm ``xnor_matched_adam_cosine``."""
+    name, sets = MATCHED_ARM
+    return [dataclasses.replace(cell, group="mnist_matched", arm=f"{name}_{ADOPTED_RECIPE}",
+                                overrides=cell.overrides + sets)
+            for cell in adopted_cells(epochs, seeds)
+            if cell.arm == f"xnor_{ADOPTED_RECIPE}" and cell.protocol == "upright"
+            and cell.kernel_stage == (5, 10, 20, 40)]
+
+
 def arm_recipe(arm: str) -> tuple:
     """(arm, candidate) of a ledger arm named ``ARM_CANDIDATE`` after a key of
-    `RECIPE_CANDIDATES` (the recipe check's and the adopted recipe's arms), else (arm, "").
+    `RECIPE_CANDIDATES` (the recipe check's and the adopted recipe's arms), else (arm, "");
+    the longest candidate that ends the name wins.
 
     Example:
         >>> arm_recipe("xnor_adam_cosine"), arm_recipe("cbcn_paper"), arm_recipe("xnor_doubled")
         (('xnor', 'adam_cosine'), ('cbcn', 'paper'), ('xnor_doubled', ''))
+        >>> arm_recipe("xnor_matched_adam_cosine"), arm_recipe("cbcn_cosine")
+        (('xnor_matched', 'adam_cosine'), ('cbcn', 'cosine'))
     """
-    base, _, candidate = arm.partition("_")
-    return (base, candidate) if candidate in RECIPE_CANDIDATES else (arm, "")
+    for candidate in sorted(RECIPE_CANDIDATES, key=len, reverse=True):
+        if arm.endswith(f"_{candidate}"):
+            return arm[:-len(candidate) - 1], candidate
+    return arm, ""
 
 
 def cifar_cells(epochs=CIFAR_EPOCHS, seeds=None, kernel_stage=CIFAR_KERNEL_STAGE):
@@ -358,6 +380,7 @@ def all_cells(only=GROUPS, *, epochs=None, seeds=None, steps_per_epoch=None):
         "mnist_converged": lambda: converged_cells(epochs, seeds),
         "mnist_recipe_check": lambda: recipe_check_cells(epochs, seeds),
         "mnist_adopted": lambda: adopted_cells(epochs, seeds),
+        "mnist_matched": lambda: matched_cells(epochs, seeds),
         "cifar10": lambda: cifar_cells(epochs or CIFAR_EPOCHS, seeds),
         "demo": lambda: demo_cells(epochs, seeds),
         "ablation": lambda: ablation_cells(epochs, seeds),

@@ -297,7 +297,7 @@ def demo_spread(rows):
                                        seeds=[int(r["seed"]) for r in arms[arm]],
                                        top1=scores(arms[arm], "upright"),
                                        rot_top1=scores(arms[arm], "rotated")))
-    for table, _, _, score, better, worse, text in CLAIMS:
+    for table, _, _, score, better, worse, text, _ in CLAIMS:
         if table == "demo_digits" and better in arms and worse in arms:
             spread["claims"].append(dict(text=text, verdict=verdict(
                 scores(arms[better], score), scores(arms[worse], score))))

@@ -28,7 +28,8 @@ MIN_SEEDS = 2
 PAPER_MARGIN = 0.5
 
 # The paper's numbers (percent), keyed (table, kernel stage or "*", score) -> {arm: value},
-# and its claims, (table, kernel stage, protocol, score, better arm, worse arm, claim text):
+# and its claims, (table, kernel stage, protocol, score, better arm, worse arm, claim text,
+# recipe or None for every recipe):
 # both read from paper.yaml, which says what each field means.
 PAPER_FILE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "paper.yaml")
 
@@ -39,8 +40,8 @@ def _read_paper(path=PAPER_FILE):
     numbers = {(table, str(stage), score): arms
                for table, stages in paper["numbers"].items()
                for stage, by_score in stages.items() for score, arms in by_score.items()}
-    claims = [(table, "*", *claim) for table, listed in paper["claims"].items()
-              for claim in listed]
+    claims = [(table, "*", *claim[:5], claim[5] if len(claim) > 5 else None)
+              for table, listed in paper["claims"].items() for claim in listed]
     return numbers, claims
 
 
@@ -62,7 +63,7 @@ TABLES = {  # table -> (title, how scores are shown)
     "ablation_digits": ("Slow-start ablations (digits, validation split)", "accuracy"),
 }
 # The campaign groups (``reproduce.py --only``) whose cells make up each table.
-TABLE_GROUPS = {"table2_mnist": ("mnist", "mnist_converged", "mnist_adopted"),
+TABLE_GROUPS = {"table2_mnist": ("mnist", "mnist_converged", "mnist_adopted", "mnist_matched"),
                 "tables3_4_cifar10": ("cifar10",),
                 "demo_digits": ("demo",), "ablation_digits": ("ablation",)}
 SETUP = [
@@ -331,10 +332,10 @@ def _claim_lines(table, cells) -> list:
     recipe of its arms (`arm_recipe`: the claim's arms ``ARM`` as ``ARM_RECIPE``)."""
     lines = []
     recipes = sorted({arm_recipe(arm)[1] for arms in cells.values() for arm in arms})
-    for c_table, c_stage, protocol, score, c_better, c_worse, text in CLAIMS:
+    for c_table, c_stage, protocol, score, c_better, c_worse, text, only in CLAIMS:
         if c_table != table:
             continue
-        for recipe in recipes:
+        for recipe in recipes if only is None else [r for r in recipes if r == only]:
             better, worse = (f"{arm}_{recipe}" if recipe else arm for arm in (c_better, c_worse))
             for (_, stage, proto, epochs), arms in sorted(cells.items(), key=_cell_order):
                 if proto != protocol or (c_stage != "*" and c_stage != stage):
