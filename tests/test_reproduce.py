@@ -248,6 +248,17 @@ def test_estimates_ignore_smoke_runs_and_scale_other_kernel_stages():
         10 * 600 + reproduce.OVERHEAD_SECONDS["mnist"])
 
 
+@pytest.mark.parametrize("group", reproduce.GROUPS)
+def test_every_group_plans_from_an_empty_ledger(group, capsys, tmp_path):
+    """A dry run of each group lists all its cells with a time estimate (no data needed)."""
+    argv = ["--only", group, "--dry-run", "--ledger", str(tmp_path / "none.csv"),
+            "--angles-ledger", str(tmp_path / "angles.csv")]
+    assert reproduce.main(argv) == 0
+    listed = [line.split()[0] for line in capsys.readouterr().out.splitlines()
+              if line.startswith("  ")]
+    assert sorted(listed) == sorted(c.run_name() for c in campaign_cells.all_cells([group]))
+
+
 def test_kernel_stage_filter_lists_only_that_stage(capsys, tmp_path):
     argv = ["--only", "mnist", "--dry-run", "--ledger", str(tmp_path / "none.csv")]
     assert reproduce.main(argv + ["--kernel-stage", "5-10-20-40"]) == 0

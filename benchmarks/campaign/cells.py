@@ -216,7 +216,7 @@ def matched_cells(epochs=None, seeds=None):
     """The XNOR's 5-10-20-40 upright cells of `adopted_cells` (seeds 0 to 2) with the
     overrides of `MATCHED_ARM` after theirs: arm ``xnor_matched_adam_cosine``."""
     name, sets = MATCHED_ARM
-    return [dataclasses.replace(cell, group="mnist_matched", arm=f"{name}_{ADOPTED_RECIPE}",
+    return [dataclasses.replace(cell, arm=f"{name}_{ADOPTED_RECIPE}",
                                 overrides=cell.overrides + sets)
             for cell in adopted_cells(epochs, seeds)
             if cell.arm == f"xnor_{ADOPTED_RECIPE}" and cell.protocol == "upright"
