@@ -1,7 +1,9 @@
 """The campaign's ledgers (benchmarks/campaign/ledger.py, merge.py; benchmarks/merge_ledger.py):
 atomic writes under the lock, run folders, merging another checkout's ledger and commands
-without machine paths."""
+without machine paths; and which ledger cells benchmarks/package_weights.py packages."""
 import csv
+import json
+import os
 import threading
 import time
 
@@ -177,3 +179,23 @@ def test_normalise_rederives_commands_and_keeps_every_other_column(tmp_path, cap
     files = {p.name: p.read_bytes() for p in results.iterdir()}
     assert merge_lib.normalise_results(str(results))["reproduce.csv"][0] == 0
     assert {p.name: p.read_bytes() for p in results.iterdir()} == files
+
+
+def test_package_weights_takes_the_seed_0_cells_of_the_chosen_recipe():
+    """benchmarks/package_weights.py packages, per weights name, the 50-epoch 5-10-20-40 cell
+    of that seed: arms ``ARM_adam_cosine`` for the adopted recipe, ``ARM`` for the paper's."""
+    package = load_module("package_weights")
+    for recipe, suffix in (("adopted", "_adam_cosine"), ("paper", "")):
+        chosen = {(cell.arm, cell.protocol): weights
+                  for cell, weights in package._cells(0, 50, recipe)}
+        assert chosen == {(f"cbcn{suffix}", "upright"): "mnist",
+                          (f"xnor{suffix}", "upright"): "mnist",
+                          (f"fp{suffix}", "upright"): "mnist",
+                          (f"cbcn{suffix}", "rotated"): "mnist_rot"}
+        cells = [cell for cell, _ in package._cells(1, 50, recipe)]
+        assert {(c.seed, c.epochs, c.kernel_stage) for c in cells} == {(1, 50, (5, 10, 20, 40))}
+    with open(os.path.join(package.PRETRAINED, "registry.json"), encoding="utf-8") as f:
+        registry = {(e["name"], e["weights"]): e for e in json.load(f)}
+    assert registry["cbcn_lenet", "mnist"]["recipe"] == (
+        "benchmarks/recipes/mnist_lenet.yaml (adam_cosine)")
+    assert registry["cbcn_lenet", "mnist_rot"]["rotate"] is True
