@@ -62,6 +62,24 @@ def test_ledger_section_names_the_cells_and_claims_not_measured_yet():
     assert f"Not yet in the ledger (1 cell of the campaign): `{last.run_name()}`." in text
 
 
+def test_a_claim_limited_to_one_recipe_and_stage_is_judged_only_there():
+    """The equal-learned-weights claim names the adopted recipe and 5-10-20-40 in paper.yaml:
+    a 10-20-40-80 CBCN cell under that recipe, or a paper-reading XNOR cell, asks nothing of it."""
+    claim = "CBCN beats an XNOR LeNet that learns as many weights"
+    assert [c[1] for c in report_tables.CLAIMS if c[-2].startswith(claim)] == ["5-10-20-40"]
+    rows = [ledger_row(table="table2_mnist", arm=arm, stage=stage, seed=s, epochs=50, top1=t)
+            for arm, stage, tops in (("cbcn_adam_cosine", "5-10-20-40", (0.985, 0.976, 0.985)),
+                                     ("xnor_matched_adam_cosine", "5-10-20-40",
+                                      (0.969, 0.980, 0.979)),
+                                     ("cbcn_adam_cosine", "10-20-40-80", (0.993,)),
+                                     ("xnor_matched", "5-10-20-40", (0.9, 0.9)))
+            for s, t in enumerate(tops)]
+    judged = [line for line in report_tables.ledger_section(rows) if claim in line]
+    assert len(judged) == 1
+    assert ("[5-10-20-40, upright training, upright score, 50 epochs, recipe adam_cosine]: "
+            "**within seed noise**") in judged[0]
+
+
 def test_table2_shows_both_recipes_beside_the_paper_with_verdicts():
     """At the paper's 50 epochs each arm's mean is judged against the paper's number (within
     0.5 points or better / misses), arms ARM_adam_cosine are compared with the paper's ARM,

@@ -40,8 +40,11 @@ def _read_paper(path=PAPER_FILE):
     numbers = {(table, str(stage), score): arms
                for table, stages in paper["numbers"].items()
                for stage, by_score in stages.items() for score, arms in by_score.items()}
-    claims = [(table, "*", *claim[:5], claim[5] if len(claim) > 5 else None)
-              for table, listed in paper["claims"].items() for claim in listed]
+    claims = []
+    for table, listed in paper["claims"].items():
+        for claim in listed:
+            only = claim[5] if len(claim) > 5 else {}
+            claims.append((table, str(only.get("stage", "*")), *claim[:5], only.get("recipe")))
     return numbers, claims
 
 
