@@ -9,6 +9,8 @@ import json
 import os
 
 import numpy as np
+import pytest
+import yaml
 
 from tests.harness import ROOT, ledger_row
 
@@ -78,6 +80,16 @@ def test_a_claim_limited_to_one_recipe_and_stage_is_judged_only_there():
     assert len(judged) == 1
     assert ("[5-10-20-40, upright training, upright score, 50 epochs, recipe adam_cosine]: "
             "**within seed noise**") in judged[0]
+
+
+def test_a_claim_limited_by_an_unknown_key_is_refused(tmp_path):
+    with open(report_tables.PAPER_FILE, encoding="utf-8") as f:
+        paper = yaml.safe_load(f)
+    paper["claims"]["table2_mnist"][-1][5] = {"stages": "5-10-20-40"}
+    path = tmp_path / "paper.yaml"
+    path.write_text(yaml.safe_dump(paper), encoding="utf-8")
+    with pytest.raises(ValueError, match=r"\['stages'\]; only 'recipe' and 'stage' exist"):
+        report_tables._read_paper(str(path))
 
 
 def test_table2_shows_both_recipes_beside_the_paper_with_verdicts():

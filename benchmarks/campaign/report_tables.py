@@ -44,6 +44,10 @@ def _read_paper(path=PAPER_FILE):
     for table, listed in paper["claims"].items():
         for claim in listed:
             only = claim[5] if len(claim) > 5 else {}
+            if set(only) - {"recipe", "stage"}:
+                raise ValueError(f"{path}: claim {claim[4]!r} limits itself by "
+                                 f"{sorted(set(only) - {'recipe', 'stage'})}; only 'recipe' and "
+                                 f"'stage' exist.")
             claims.append((table, str(only.get("stage", "*")), *claim[:5], only.get("recipe")))
     return numbers, claims
 
